@@ -1,0 +1,147 @@
+// Package backend is the seam between heyvm and a hypervisor. Everything
+// above it (owner, console driver, SSH) is shared; each hypervisor lives
+// in its own package below it and registers itself here.
+package backend
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"runtime"
+	"sort"
+	"strings"
+)
+
+// Mount is a host directory shared into the guest over virtio-fs.
+type Mount struct {
+	Tag       string `yaml:"tag" json:"tag"`
+	HostPath  string `yaml:"host_path" json:"host_path"`
+	GuestPath string `yaml:"guest_path" json:"guest_path"`
+	ReadOnly  bool   `yaml:"read_only,omitempty" json:"read_only,omitempty"`
+}
+
+// PortForward forwards 127.0.0.1:HostPort to the guest's GuestPort (TCP).
+type PortForward struct {
+	HostPort  int `yaml:"host_port" json:"host_port"`
+	GuestPort int `yaml:"guest_port" json:"guest_port"`
+}
+
+// Spec is everything a backend needs to boot one machine.
+type Spec struct {
+	Name      string // used for process names and logs
+	Arch      string // Debian arch of the guest: amd64 or arm64
+	CPUs      int
+	MemoryMiB int
+	Kernel    string
+	Initrd    string
+	Cmdline   string
+	Disk      string // the sandbox's own rootfs.img
+	Mounts    []Mount
+	Ports     []PortForward
+	MAC       string // stable per sandbox
+	MachineID string // stable per sandbox (VZ generic machine identifier)
+	RunDir    string // a private directory the backend may put sockets in
+	Log       io.Writer
+}
+
+// Machine is a running VM.
+type Machine interface {
+	// Console is the guest's console (hvc0) as a byte stream.
+	Console() io.ReadWriter
+	// SSHEndpoint is where the host reaches the guest's sshd, given the
+	// guest address learned on the console.
+	SSHEndpoint(guestIP string) (host string, port int)
+	// Accelerator says what runs the guest: kvm, tcg, or vz.
+	Accelerator() string
+	// RequestStop asks the hypervisor to ask the guest to power off.
+	RequestStop(ctx context.Context) error
+	// Kill stops the machine at once.
+	Kill() error
+	// Done is closed when the machine has ended; Err then says why.
+	Done() <-chan struct{}
+	Err() error
+}
+
+// Backend is one hypervisor.
+type Backend interface {
+	Name() string
+	// Available returns nil if the backend can run here, or why not.
+	Available() error
+	// Start boots a machine. The machine ends when ctx is cancelled or the
+	// process that started it dies.
+	Start(ctx context.Context, spec Spec) (Machine, error)
+}
+
+var registry = map[string]Backend{}
+
+// Register adds a backend. Backend packages call it from init.
+func Register(b Backend) { registry[b.Name()] = b }
+
+// Names lists every registered backend.
+func Names() []string {
+	var n []string
+	for k := range registry {
+		n = append(n, k)
+	}
+	sort.Strings(n)
+	return n
+}
+
+// DefaultName is the backend used when none is asked for.
+func DefaultName() string {
+	if runtime.GOOS == "darwin" {
+		return "apple_virt"
+	}
+	return "qemu"
+}
+
+// Get returns a usable backend, or an error that names the usable ones
+// and what to type.
+func Get(name string) (Backend, error) {
+	if name == "" {
+		name = DefaultName()
+	}
+	b, ok := registry[name]
+	if !ok {
+		return nil, fmt.Errorf("unknown backend %q: %s", name, availableHint())
+	}
+	if err := b.Available(); err != nil {
+		return nil, fmt.Errorf("backend %q is not available here: %v; %s", name, err, availableHint())
+	}
+	return b, nil
+}
+
+func availableHint() string {
+	var ok []string
+	for _, n := range Names() {
+		if registry[n].Available() == nil {
+			ok = append(ok, n)
+		}
+	}
+	if len(ok) == 0 {
+		return "no backend is available on this host (see `heyvm backends`)"
+	}
+	return fmt.Sprintf("available: %s (e.g. --backend %s)", strings.Join(ok, ", "), ok[0])
+}
+
+// Status is one row of `heyvm backends`.
+type Status struct {
+	Name      string `json:"name"`
+	Available bool   `json:"available"`
+	Reason    string `json:"reason,omitempty"`
+	Default   bool   `json:"default"`
+}
+
+// Statuses reports every backend and why the unavailable ones are.
+func Statuses() []Status {
+	var out []Status
+	for _, n := range Names() {
+		s := Status{Name: n, Available: true, Default: n == DefaultName()}
+		if err := registry[n].Available(); err != nil {
+			s.Available = false
+			s.Reason = err.Error()
+		}
+		out = append(out, s)
+	}
+	return out
+}

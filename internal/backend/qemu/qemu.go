@@ -1,0 +1,322 @@
+// Package qemu is heyvm's Linux backend: qemu-system with KVM when it
+// truly works, TCG otherwise, and Debian's virtiofsd for shared folders.
+package qemu
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/heyvm/heyvm/internal/backend"
+)
+
+// Name is the backend's registry name.
+const Name = "qemu"
+
+// VirtiofsdPath is where Debian's QEMU ships the C virtiofsd.
+var VirtiofsdPath = "/usr/lib/qemu/virtiofsd"
+
+func init() { backend.Register(Backend{}) }
+
+// Backend runs machines with qemu-system.
+type Backend struct{}
+
+func (Backend) Name() string { return Name }
+
+func (Backend) Available() error {
+	bin, _ := binaryFor(nativeDebianArch())
+	if _, err := exec.LookPath(bin); err != nil {
+		return fmt.Errorf("%s is not installed: run `sudo apt-get install qemu-system-x86 qemu-system-arm`", bin)
+	}
+	return nil
+}
+
+func nativeDebianArch() string { return hostArch() }
+
+// Start boots the machine described by spec.
+func (Backend) Start(ctx context.Context, spec backend.Spec) (backend.Machine, error) {
+	bin, err := binaryFor(spec.Arch)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := exec.LookPath(bin); err != nil {
+		return nil, fmt.Errorf("%s is not installed: run `sudo apt-get install qemu-system-x86 qemu-system-arm`", bin)
+	}
+	accel, why, err := probeAccel(spec.Arch)
+	if err != nil {
+		return nil, err
+	}
+	logw := spec.Log
+	if logw == nil {
+		logw = io.Discard
+	}
+	fmt.Fprintf(logw, "qemu: accelerator %s (%s)\n", accel, why)
+
+	m := &machine{accel: accel, done: make(chan struct{})}
+	ok := false
+	defer func() {
+		if !ok {
+			m.cleanup()
+		}
+	}()
+
+	vfsSockets, err := m.startVirtiofsd(spec, logw)
+	if err != nil {
+		return nil, err
+	}
+
+	conHost, conGuest, err := socketPair("console")
+	if err != nil {
+		return nil, err
+	}
+	m.closers = append(m.closers, conHost)
+	qmpHost, qmpGuest, err := socketPair("qmp")
+	if err != nil {
+		conGuest.Close()
+		return nil, err
+	}
+	m.closers = append(m.closers, qmpHost)
+	m.console = conHost
+
+	args := buildArgs(spec, accel, vfsSockets)
+	cmd := exec.Command(bin, args...)
+	cmd.ExtraFiles = []*os.File{conGuest, qmpGuest} // fds 3 and 4
+	// Pdeathsig: qemu dies with its owner, however the owner dies.
+	// Setpgid: a Ctrl-C on the owner's terminal is the owner's to handle.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	m.stderr = &tailBuffer{max: 4096}
+	cmd.Stdout = logw
+	cmd.Stderr = io.MultiWriter(logw, m.stderr)
+	fmt.Fprintf(logw, "qemu: %s %s\n", bin, strings.Join(args, " "))
+	err = cmd.Start()
+	conGuest.Close()
+	qmpGuest.Close()
+	if err != nil {
+		return nil, fmt.Errorf("start %s: %w", bin, err)
+	}
+	m.cmd = cmd
+	go func() {
+		err := cmd.Wait()
+		m.mu.Lock()
+		if err != nil && m.err == nil && !m.killed {
+			m.err = fmt.Errorf("qemu exited: %v: %s", err, m.stderr.String())
+		}
+		m.mu.Unlock()
+		m.cleanup()
+		close(m.done)
+	}()
+
+	m.qmp, err = newQMP(qmpHost)
+	if err != nil {
+		<-m.done
+		return nil, m.startError(err)
+	}
+	usernet, err := m.qmp.hmp("info usernet")
+	if err != nil {
+		m.Kill()
+		return nil, m.startError(err)
+	}
+	m.sshPort, err = parseUsernetPort(usernet, 22)
+	if err != nil {
+		m.Kill()
+		return nil, err
+	}
+	go func() {
+		select {
+		case <-ctx.Done():
+			m.Kill()
+		case <-m.done:
+		}
+	}()
+	ok = true
+	return m, nil
+}
+
+var hostfwdRe = regexp.MustCompile(`host forwarding rule 'tcp:127\.0\.0\.1:(\d+)-:(\d+)'`)
+
+// startError turns qemu's dying words into a message a user can act on.
+func (m *machine) startError(err error) error {
+	msg := strings.TrimSpace(m.stderr.String())
+	if sm := hostfwdRe.FindStringSubmatch(msg); sm != nil {
+		return fmt.Errorf("port 127.0.0.1:%s is already in use: pick another host port with --port HOST:%s", sm[1], sm[2])
+	}
+	if msg != "" {
+		return fmt.Errorf("qemu failed to start: %s", lastLines(msg, 3))
+	}
+	return fmt.Errorf("qemu failed to start: %w", err)
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(s, "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "; ")
+}
+
+// startVirtiofsd starts one virtiofsd per share. heyvm creates each
+// listening socket itself and hands it over (--fd), so qemu can connect
+// the moment it starts, with no wait for a socket file to appear.
+func (m *machine) startVirtiofsd(spec backend.Spec, logw io.Writer) ([]string, error) {
+	if len(spec.Mounts) == 0 {
+		return nil, nil
+	}
+	if _, err := os.Stat(VirtiofsdPath); err != nil {
+		return nil, fmt.Errorf("shared folders need virtiofsd, which is missing at %s: run `sudo apt-get install qemu-system-common`", VirtiofsdPath)
+	}
+	if os.Geteuid() != 0 {
+		return nil, errors.New("shared folders on Linux need root: Debian's virtiofsd must run as root; run heyvm with sudo, or create the sandbox without --mount")
+	}
+	var socks []string
+	for i, mt := range spec.Mounts {
+		sock := filepath.Join(spec.RunDir, fmt.Sprintf("vfs%d.sock", i))
+		os.Remove(sock)
+		l, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
+		if err != nil {
+			return nil, fmt.Errorf("virtiofsd socket: %w", err)
+		}
+		l.SetUnlinkOnClose(false)
+		f, err := l.File()
+		l.Close()
+		if err != nil {
+			return nil, err
+		}
+		os.Chmod(sock, 0o600)
+		cmd := exec.Command(VirtiofsdPath, "--fd=3", "-o", "source="+mt.HostPath, "-o", "cache=auto", "-o", "xattr", "-o", "log_level=warn")
+		cmd.ExtraFiles = []*os.File{f}
+		cmd.Stdout, cmd.Stderr = logw, logw
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+		err = cmd.Start()
+		f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("start virtiofsd for %s: %w", mt.HostPath, err)
+		}
+		m.helpers = append(m.helpers, cmd)
+		go cmd.Wait()
+		m.sockets = append(m.sockets, sock)
+		socks = append(socks, sock)
+	}
+	return socks, nil
+}
+
+func socketPair(what string) (host net.Conn, guest *os.File, err error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s socket: %w", what, err)
+	}
+	hf := os.NewFile(uintptr(fds[0]), what)
+	host, err = net.FileConn(hf)
+	hf.Close()
+	if err != nil {
+		unix.Close(fds[1])
+		return nil, nil, err
+	}
+	return host, os.NewFile(uintptr(fds[1]), what+"-qemu"), nil
+}
+
+type machine struct {
+	accel   string
+	cmd     *exec.Cmd
+	qmp     *qmpClient
+	console net.Conn
+	sshPort int
+	stderr  *tailBuffer
+	helpers []*exec.Cmd
+	sockets []string
+	closers []io.Closer
+
+	mu      sync.Mutex
+	killed  bool
+	err     error
+	cleaned bool
+	done    chan struct{}
+}
+
+func (m *machine) Console() io.ReadWriter { return m.console }
+func (m *machine) Accelerator() string    { return m.accel }
+func (m *machine) Done() <-chan struct{}  { return m.done }
+
+func (m *machine) SSHEndpoint(string) (string, int) { return "127.0.0.1", m.sshPort }
+
+func (m *machine) Err() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.err
+}
+
+// RequestStop presses the virtual power button (ACPI).
+func (m *machine) RequestStop(ctx context.Context) error {
+	if m.qmp == nil {
+		return errors.New("qemu is not running")
+	}
+	_, err := m.qmp.execute("system_powerdown", nil)
+	return err
+}
+
+func (m *machine) Kill() error {
+	m.mu.Lock()
+	m.killed = true
+	m.mu.Unlock()
+	if m.cmd != nil && m.cmd.Process != nil {
+		m.cmd.Process.Kill()
+	}
+	return nil
+}
+
+// cleanup stops the helpers and closes the sockets. virtiofsd never
+// outlives its VM.
+func (m *machine) cleanup() {
+	m.mu.Lock()
+	if m.cleaned {
+		m.mu.Unlock()
+		return
+	}
+	m.cleaned = true
+	m.mu.Unlock()
+	for _, h := range m.helpers {
+		if h.Process != nil {
+			h.Process.Kill()
+		}
+	}
+	for _, c := range m.closers {
+		c.Close()
+	}
+	for _, s := range m.sockets {
+		os.Remove(s)
+	}
+}
+
+// tailBuffer keeps the last max bytes written to it.
+type tailBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+	max int
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.buf.Write(p)
+	if over := t.buf.Len() - t.max; over > 0 {
+		t.buf.Next(over)
+	}
+	return len(p), nil
+}
+
+func (t *tailBuffer) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.buf.String()
+}

@@ -1,0 +1,273 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/heyvm/heyvm/internal/backend"
+	_ "github.com/heyvm/heyvm/internal/backend/all"
+	"github.com/heyvm/heyvm/internal/image"
+	"github.com/heyvm/heyvm/internal/imagebuild"
+	"github.com/heyvm/heyvm/internal/layout"
+	"github.com/heyvm/heyvm/internal/sandbox"
+)
+
+func newImagesCmd(ios IO) *cobra.Command {
+	cmd := &cobra.Command{Use: "images", Short: "List, inspect, build and remove guest images"}
+	var backendName string
+	cmd.PersistentFlags().StringVar(&backendName, "backend", "", "backend whose images to use (default: this host's)")
+
+	var listJSON bool
+	list := &cobra.Command{
+		Use: "list", Short: "List images", Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			return runImagesList(ios, backendName, listJSON)
+		},
+	}
+	list.Flags().BoolVar(&listJSON, "json", false, "print JSON")
+
+	var inspectJSON bool
+	inspect := &cobra.Command{
+		Use: "inspect NAME", Short: "Show an image's metadata", Args: cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			return runImagesInspect(ios, backendName, args[0], inspectJSON)
+		},
+	}
+	inspect.Flags().BoolVar(&inspectJSON, "json", false, "print JSON")
+
+	var rmForce bool
+	rm := &cobra.Command{
+		Use: "rm NAME", Short: "Remove an image", Args: cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			return runImagesRm(ios, backendName, args[0], rmForce)
+		},
+	}
+	rm.Flags().BoolVar(&rmForce, "force", false, "remove even if sandboxes use it")
+
+	bo := BuildDefaultOptions{}
+	build := &cobra.Command{
+		Use: "build-default", Short: "Build the default Debian guest image (needs root)", Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			ctx, stop := signal.NotifyContext(c.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			bo.Backend = backendName
+			_, err := RunBuildDefault(ctx, ios, bo)
+			return err
+		},
+	}
+	build.Flags().StringVar(&bo.Arch, "arch", "", "guest architecture: amd64 or arm64 (default: this host's)")
+	build.Flags().BoolVar(&bo.Force, "force", false, "rebuild even if the image exists")
+
+	cmd.AddCommand(list, inspect, rm, build)
+	return cmd
+}
+
+func imageStore(backendName string) (image.Store, error) {
+	root, err := layout.Open()
+	if err != nil {
+		return image.Store{}, err
+	}
+	if backendName == "" {
+		backendName = backend.DefaultName()
+	}
+	if _, err := backend.Get(backendName); err != nil {
+		// Images of a backend that cannot run here may still be built and
+		// listed (an arm64 image for a Mac, built on Linux).
+		found := false
+		for _, n := range backend.Names() {
+			found = found || n == backendName
+		}
+		if !found {
+			return image.Store{}, err
+		}
+	}
+	return image.Store{Root: root, Backend: backendName}, nil
+}
+
+func runImagesList(ios IO, backendName string, asJSON bool) error {
+	st, err := imageStore(backendName)
+	if err != nil {
+		return err
+	}
+	entries, err := st.List()
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		type row struct {
+			Name    string          `json:"name"`
+			Backend string          `json:"backend"`
+			Arch    string          `json:"arch,omitempty"`
+			Size    int64           `json:"size_bytes"`
+			Created *time.Time      `json:"created,omitempty"`
+			Aliases []string        `json:"aliases"`
+			Meta    *image.Metadata `json:"metadata,omitempty"`
+			Error   string          `json:"error,omitempty"`
+		}
+		rows := []row{}
+		for _, e := range entries {
+			r := row{Name: e.Name, Backend: st.Backend, Size: e.Size, Aliases: e.Aliases, Meta: e.Meta}
+			if r.Aliases == nil {
+				r.Aliases = []string{}
+			}
+			if e.Meta != nil {
+				r.Arch = e.Meta.Arch
+				r.Created = &e.Meta.Created
+			}
+			if e.Err != nil {
+				r.Error = e.Err.Error()
+			}
+			rows = append(rows, r)
+		}
+		return writeJSON(ios, rows)
+	}
+	if len(entries) == 0 {
+		fmt.Fprintf(ios.Out, "no images for backend %s: run `heyvm images build-default`\n", st.Backend)
+		return nil
+	}
+	tw := tabwriter.NewWriter(ios.Out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tBACKEND\tARCH\tSIZE\tCREATED\tALIASES")
+	for _, e := range entries {
+		arch, created := "?", "?"
+		if e.Meta != nil {
+			arch = e.Meta.Arch
+			created = humanAge(e.Meta.Created) + " ago"
+		}
+		aliases := strings.Join(e.Aliases, ",")
+		if e.Err != nil {
+			aliases = "BROKEN: " + e.Err.Error()
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", e.Name, st.Backend, arch, humanBytes(e.Size), created, aliases)
+	}
+	return tw.Flush()
+}
+
+func runImagesInspect(ios IO, backendName, name string, asJSON bool) error {
+	st, err := imageStore(backendName)
+	if err != nil {
+		return err
+	}
+	im, err := st.Resolve(name)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		return writeJSON(ios, struct {
+			Dir string `json:"dir"`
+			*image.Metadata
+		}{im.Dir, im.Meta})
+	}
+	m := im.Meta
+	fmt.Fprintf(ios.Out, "Name:     %s\nDir:      %s\nBackend:  %s\nArch:     %s\nKernel:   %s (%s)\nCmdline:  %s\nRootfs:   %s apparent, %s on disk\nCreated:  %s\nBuilt by: %s, %s %s in %s\n",
+		m.Name, im.Dir, m.Backend, m.Arch, m.KernelVersion, m.Build.Kernel, m.KernelCmdline,
+		humanBytes(m.RootfsSize), humanBytes(image.DiskUsage(im.Dir)), m.Created.Format(time.RFC3339),
+		m.Build.Tool, m.Build.Recipe, m.Build.Suite, m.Build.Duration)
+	fmt.Fprintf(ios.Out, "Modules:  %s\n", strings.Join(m.Build.Modules, " "))
+	for _, f := range image.Files {
+		fmt.Fprintf(ios.Out, "sha256:   %s  %s\n", m.SHA256[f], f)
+	}
+	return nil
+}
+
+func runImagesRm(ios IO, backendName, name string, force bool) error {
+	st, err := imageStore(backendName)
+	if err != nil {
+		return err
+	}
+	if err := image.ValidateName(name); err != nil {
+		return err
+	}
+	users, err := sandbox.Store{Root: st.Root}.UsersOfImage(st.Backend, image.Canonical(name))
+	if err != nil {
+		return err
+	}
+	if len(users) > 0 && !force {
+		return fmt.Errorf("image %q is used by sandbox(es) %s: remove them first, or pass --force (their disks are independent copies and keep working)", name, strings.Join(users, ", "))
+	}
+	if err := st.Remove(name); err != nil {
+		return err
+	}
+	fmt.Fprintf(ios.Out, "removed image %s\n", name)
+	return nil
+}
+
+// BuildDefaultOptions are the flags of `images build-default`.
+type BuildDefaultOptions struct {
+	Backend string
+	Arch    string
+	Force   bool
+}
+
+// RunBuildDefault builds the default image (or returns it if present).
+func RunBuildDefault(ctx context.Context, ios IO, o BuildDefaultOptions) (*image.Image, error) {
+	st, err := imageStore(o.Backend)
+	if err != nil {
+		return nil, err
+	}
+	arch, err := image.NormalizeArch(o.Arch)
+	if err != nil {
+		return nil, err
+	}
+	if !o.Force {
+		if im, err := st.Resolve(image.DefaultNameFor(arch)); err == nil {
+			fmt.Fprintf(ios.ErrOut, "image %s is already built (%s); use --force to rebuild\n", im.Name, im.Dir)
+			return im, nil
+		}
+	}
+	start := time.Now()
+	prog := newBuildProgress(ios.ErrOut)
+	im, err := imagebuild.Build(ctx, imagebuild.Options{
+		Store:    st,
+		Arch:     arch,
+		Force:    o.Force,
+		CacheDir: filepath.Join(st.Root.Dir, "cache", "debootstrap-"+arch),
+		Progress: prog,
+	})
+	prog.Done()
+	if err != nil {
+		return nil, fmt.Errorf("build default image: %w", err)
+	}
+	fmt.Fprintf(ios.ErrOut, "built image %s (%s) in %s: %s\n", im.Name, im.Meta.Arch, time.Since(start).Round(time.Second), im.Dir)
+	return im, nil
+}
+
+func writeJSON(ios IO, v any) error {
+	enc := json.NewEncoder(ios.Out)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func humanBytes(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.0f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.0f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}
+
+func humanAge(t time.Time) string {
+	d := time.Since(t)
+	switch {
+	case d < time.Minute:
+		return fmt.Sprintf("%ds", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm", int(d.Minutes()))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh", int(d.Hours()))
+	}
+	return fmt.Sprintf("%dd", int(d.Hours()/24))
+}

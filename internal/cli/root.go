@@ -1,0 +1,60 @@
+// Package cli holds heyvm's commands. Each command has an Options struct
+// and a run function that takes a context and writers, so tests can drive
+// a command without a terminal; cobra only parses flags into Options.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/spf13/cobra"
+)
+
+// IO is where a command reads and writes.
+type IO struct {
+	In     io.Reader
+	Out    io.Writer
+	ErrOut io.Writer
+}
+
+// ExitError carries a specific exit status (e.g. a remote command's).
+type ExitError struct{ Code int }
+
+func (e ExitError) Error() string { return fmt.Sprintf("exit status %d", e.Code) }
+
+// NewRoot builds the command tree.
+func NewRoot(ios IO) *cobra.Command {
+	root := &cobra.Command{
+		Use:           "heyvm",
+		Short:         "Full Linux VMs as throwaway or long-lived developer sandboxes",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetIn(ios.In)
+	root.SetOut(ios.Out)
+	root.SetErr(ios.ErrOut)
+	root.AddCommand(newImagesCmd(ios))
+	addSandboxCommands(root, ios)
+	return root
+}
+
+// Main runs heyvm and returns the process exit status. Errors are printed
+// as one line prefixed with "heyvm: ".
+func Main(ctx context.Context, args []string) int {
+	ios := IO{In: os.Stdin, Out: os.Stdout, ErrOut: os.Stderr}
+	root := NewRoot(ios)
+	root.SetArgs(args)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return 0
+	}
+	var ee ExitError
+	if errors.As(err, &ee) {
+		return ee.Code
+	}
+	fmt.Fprintf(ios.ErrOut, "heyvm: %v\n", err)
+	return 1
+}

@@ -1,0 +1,122 @@
+package image
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/heyvm/heyvm/internal/fsutil"
+	"github.com/heyvm/heyvm/internal/layout"
+)
+
+// Metadata is image.yaml: what the image is and how it was made.
+type Metadata struct {
+	Name          string            `yaml:"name" json:"name"`
+	Backend       string            `yaml:"backend" json:"backend"`
+	Arch          string            `yaml:"arch" json:"arch"`
+	KernelCmdline string            `yaml:"kernel_cmdline" json:"kernel_cmdline"`
+	KernelVersion string            `yaml:"kernel_version" json:"kernel_version"`
+	RootfsSize    int64             `yaml:"rootfs_size_bytes" json:"rootfs_size_bytes"`
+	Created       time.Time         `yaml:"created" json:"created"`
+	Build         BuildInfo         `yaml:"build" json:"build"`
+	SHA256        map[string]string `yaml:"sha256" json:"sha256"`
+}
+
+// BuildInfo records how an image was built, so it can be built again.
+type BuildInfo struct {
+	Recipe   string        `yaml:"recipe" json:"recipe"`
+	Suite    string        `yaml:"suite" json:"suite"`
+	Mirror   string        `yaml:"mirror" json:"mirror"`
+	Packages []string      `yaml:"packages" json:"packages"`
+	Kernel   string        `yaml:"kernel_package" json:"kernel_package"`
+	Modules  []string      `yaml:"initramfs_modules" json:"initramfs_modules"`
+	Duration time.Duration `yaml:"duration" json:"duration"`
+	Tool     string        `yaml:"tool" json:"tool"`
+}
+
+// Files are the files every image holds besides image.yaml.
+var Files = []string{layout.ImageKernel, layout.ImageInitrd, layout.ImageRootfs}
+
+// ReadMetadata parses dir/image.yaml.
+func ReadMetadata(dir string) (*Metadata, error) {
+	p := filepath.Join(dir, layout.ImageMetadata)
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return nil, err
+	}
+	var m Metadata
+	if err := yaml.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("%s is corrupt (%v): rebuild the image or remove it with `heyvm images rm --force`", p, err)
+	}
+	if m.Name == "" || m.Arch == "" {
+		return nil, fmt.Errorf("%s is incomplete (no name or arch): rebuild the image", p)
+	}
+	return &m, nil
+}
+
+// WriteMetadata writes dir/image.yaml atomically.
+func WriteMetadata(dir string, m *Metadata) error {
+	b, err := yaml.Marshal(m)
+	if err != nil {
+		return err
+	}
+	return fsutil.WriteFileAtomic(filepath.Join(dir, layout.ImageMetadata), b, 0o644)
+}
+
+// FileSHA256 hashes one file.
+func FileSHA256(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// Verify recomputes each file's sha256 and compares it with image.yaml.
+// It reads every byte, so callers use it in checks, not on every boot.
+func Verify(dir string) error {
+	m, err := ReadMetadata(dir)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, f := range Files {
+		want := m.SHA256[f]
+		got, err := FileSHA256(filepath.Join(dir, f))
+		switch {
+		case err != nil:
+			errs = append(errs, err)
+		case want != got:
+			errs = append(errs, fmt.Errorf("%s: sha256 %s, image.yaml says %s", f, got, want))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// DiskUsage is the space the files under dir really take (sparse files
+// count only their allocated blocks).
+func DiskUsage(dir string) int64 {
+	var total int64
+	filepath.WalkDir(dir, func(_ string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return nil
+		}
+		if fi, err := d.Info(); err == nil {
+			total += allocatedBytes(fi)
+		}
+		return nil
+	})
+	return total
+}

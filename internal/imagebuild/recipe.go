@@ -1,0 +1,518 @@
+// Package imagebuild builds heyvm's default guest image from Debian
+// packages alone: debootstrap for the root file system, Debian's cloud
+// kernel, and an initramfs that heyvm writes itself.
+package imagebuild
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/heyvm/heyvm/internal/fsutil"
+	"github.com/heyvm/heyvm/internal/image"
+	"github.com/heyvm/heyvm/internal/layout"
+)
+
+//go:embed guest/*
+var guestFiles embed.FS
+
+// GuestFile returns one of the files the builder installs in the guest.
+func GuestFile(name string) []byte {
+	b, err := guestFiles.ReadFile("guest/" + name)
+	if err != nil {
+		panic(err) // embedded at compile time: a missing file is a build bug
+	}
+	return b
+}
+
+// Packages are installed on top of debootstrap's minbase variant.
+var Packages = []string{"openssh-server", "busybox-static", "e2fsprogs"}
+
+// DefaultMirror is Debian's own redirector; HEYVM_DEBIAN_MIRROR overrides it.
+const DefaultMirror = "http://deb.debian.org/debian"
+
+// DefaultRootfsSize is the apparent size of rootfs.img (sparse).
+const DefaultRootfsSize = 4 << 30
+
+// KernelCmdline boots from the first virtio disk with the console on
+// hvc0. panic=-1 turns a guest panic into a reboot, which heyvm's
+// hypervisors are told to treat as an exit, so a dead guest never hangs.
+const KernelCmdline = "console=hvc0 root=/dev/vda rw quiet panic=-1"
+
+// Progress receives what the build is doing.
+type Progress interface {
+	Stage(n, total int, what string)
+	Detail(line string)
+}
+
+type nopProgress struct{}
+
+func (nopProgress) Stage(int, int, string) {}
+func (nopProgress) Detail(string)          {}
+
+// Options says what to build.
+type Options struct {
+	Store      image.Store
+	Arch       string // Debian architecture, e.g. amd64 or arm64
+	Name       string // image name; empty means the default name for Arch
+	Force      bool
+	Mirror     string
+	Suite      string
+	RootfsSize int64
+	// CacheDir keeps downloaded .debs between builds (debootstrap --cache-dir).
+	CacheDir string
+	Progress Progress
+}
+
+const totalStages = 6
+
+// Build builds the image and moves it into place atomically. With the
+// image present and Force unset it does nothing and returns the image.
+func Build(ctx context.Context, o Options) (*image.Image, error) {
+	arch, err := image.NormalizeArch(o.Arch)
+	if err != nil {
+		return nil, err
+	}
+	if o.Name == "" {
+		o.Name = image.DefaultNameFor(arch)
+	}
+	if o.Progress == nil {
+		o.Progress = nopProgress{}
+	}
+	if o.Mirror == "" {
+		o.Mirror = os.Getenv("HEYVM_DEBIAN_MIRROR")
+	}
+	if o.Mirror == "" {
+		o.Mirror = DefaultMirror
+	}
+	if o.Suite == "" {
+		o.Suite = image.DefaultSuite
+	}
+	if o.RootfsSize == 0 {
+		o.RootfsSize = DefaultRootfsSize
+	}
+	if !o.Force {
+		if im, err := o.Store.Resolve(o.Name); err == nil {
+			return im, nil
+		}
+	}
+	if err := checkHost(arch); err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	b, err := o.Store.BeginBuild(o.Name)
+	if err != nil {
+		return nil, err
+	}
+	committed := false
+	defer func() {
+		if !committed {
+			b.Abort()
+		}
+	}()
+	meta, err := buildInto(ctx, o, arch, b.Dir)
+	if err != nil {
+		return nil, err
+	}
+	meta.Build.Duration = time.Since(start).Round(time.Second)
+	if err := image.WriteMetadata(b.Dir, meta); err != nil {
+		return nil, err
+	}
+	committed = true
+	if err := b.Commit(o.Force); err != nil {
+		return nil, err
+	}
+	return o.Store.Resolve(o.Name)
+}
+
+// checkHost fails early, with what to install, when the host lacks a tool.
+func checkHost(arch string) error {
+	if os.Geteuid() != 0 {
+		return errors.New("building an image needs root (debootstrap works in a chroot): run `sudo heyvm images build-default`, with HEYO_HOME set if the image should land outside root's home")
+	}
+	var missing []string
+	for _, tool := range []string{"debootstrap", "mkfs.ext4", "depmod", "dpkg-deb", "chroot"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			missing = append(missing, tool)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("missing %s: run `sudo apt-get install debootstrap e2fsprogs kmod dpkg coreutils`", strings.Join(missing, ", "))
+	}
+	if arch != image.NativeArch() {
+		return ensureBinfmt(arch)
+	}
+	return nil
+}
+
+// qemuUserName is qemu-user's name for a Debian architecture.
+func qemuUserName(arch string) string {
+	switch arch {
+	case "arm64":
+		return "aarch64"
+	case "amd64":
+		return "x86_64"
+	}
+	return arch
+}
+
+// ensureBinfmt makes foreign binaries runnable in the chroot through
+// qemu-user-static, mounting binfmt_misc and enabling the handler if the
+// host has them installed but not active (common in containers).
+func ensureBinfmt(arch string) error {
+	q := qemuUserName(arch)
+	entry := "/proc/sys/fs/binfmt_misc/qemu-" + q
+	if _, err := os.Stat(entry); err == nil {
+		return nil
+	}
+	if _, err := os.Stat("/usr/bin/qemu-" + q + "-static"); err != nil {
+		return fmt.Errorf("building an %s image on this host needs qemu-user-static: run `sudo apt-get install qemu-user-static binfmt-support`", arch)
+	}
+	if _, err := os.Stat("/proc/sys/fs/binfmt_misc/status"); err != nil {
+		_ = exec.Command("mount", "-t", "binfmt_misc", "binfmt_misc", "/proc/sys/fs/binfmt_misc").Run()
+	}
+	_ = exec.Command("update-binfmts", "--enable", "qemu-"+q).Run()
+	if _, err := os.Stat(entry); err != nil {
+		return fmt.Errorf("binfmt handler qemu-%s is not active: run `sudo update-binfmts --enable qemu-%s`", q, q)
+	}
+	return nil
+}
+
+func buildInto(ctx context.Context, o Options, arch, out string) (*image.Metadata, error) {
+	p := o.Progress
+	root := filepath.Join(out, "root")
+	defer removeStaging(root)
+	foreign := arch != image.NativeArch()
+
+	p.Stage(1, totalStages, "debootstrap "+o.Suite+" ("+arch+")")
+	args := []string{"--variant=minbase", "--arch=" + arch, "--include=" + strings.Join(Packages, ",")}
+	if o.CacheDir != "" {
+		if err := os.MkdirAll(o.CacheDir, 0o700); err != nil {
+			return nil, err
+		}
+		args = append(args, "--cache-dir="+o.CacheDir)
+	}
+	if foreign {
+		args = append(args, "--foreign")
+	}
+	args = append(args, o.Suite, root, o.Mirror)
+	if err := run(ctx, p, "debootstrap", args...); err != nil {
+		return nil, err
+	}
+	if foreign {
+		if err := run(ctx, p, "chroot", root, "/debootstrap/debootstrap", "--second-stage"); err != nil {
+			return nil, err
+		}
+	}
+
+	p.Stage(2, totalStages, "kernel linux-image-cloud-"+arch)
+	kpkg, kver, err := installKernel(ctx, p, root, arch, filepath.Join(out, "kernel"))
+	if err != nil {
+		return nil, err
+	}
+
+	p.Stage(3, totalStages, "guest configuration")
+	if err := configureGuest(root); err != nil {
+		return nil, err
+	}
+
+	p.Stage(4, totalStages, "initramfs")
+	modules, err := writeInitramfs(root, kver, filepath.Join(out, layout.ImageInitrd))
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Rename(filepath.Join(root, "boot", "vmlinuz-"+kver), filepath.Join(out, layout.ImageKernel)); err != nil {
+		return nil, fmt.Errorf("kernel image: %w", err)
+	}
+	if err := os.RemoveAll(filepath.Join(root, "boot")); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Join(root, "boot"), 0o755); err != nil {
+		return nil, err
+	}
+
+	p.Stage(5, totalStages, "ext4 root file system")
+	rootfs := filepath.Join(out, layout.ImageRootfs)
+	if err := run(ctx, p, "mkfs.ext4", "-q", "-F", "-L", "heyvm-root", "-m", "0",
+		"-E", "root_owner=0:0", "-d", root, rootfs, fmt.Sprintf("%dk", o.RootfsSize/1024)); err != nil {
+		return nil, err
+	}
+
+	p.Stage(6, totalStages, "checksums")
+	sums := map[string]string{}
+	for _, f := range image.Files {
+		s, err := image.FileSHA256(filepath.Join(out, f))
+		if err != nil {
+			return nil, err
+		}
+		sums[f] = s
+	}
+	return &image.Metadata{
+		Name:          o.Name,
+		Backend:       o.Store.Backend,
+		Arch:          arch,
+		KernelCmdline: KernelCmdline,
+		KernelVersion: kver,
+		RootfsSize:    o.RootfsSize,
+		Created:       time.Now().UTC().Truncate(time.Second),
+		Build: image.BuildInfo{
+			Recipe:   "debootstrap --variant=minbase",
+			Suite:    o.Suite,
+			Mirror:   o.Mirror,
+			Packages: append([]string(nil), Packages...),
+			Kernel:   kpkg,
+			Modules:  modules,
+			Tool:     "heyvm images build-default",
+		},
+		SHA256: sums,
+	}, nil
+}
+
+func removeStaging(root string) {
+	// RemoveAllSafely unmounts what debootstrap may have left mounted.
+	if err := fsutil.RemoveAllSafely(root); err != nil {
+		fmt.Fprintf(os.Stderr, "heyvm: could not remove build directory %s: %v\n", root, err)
+	}
+}
+
+var dependsRe = regexp.MustCompile(`(?m)^\s*Depends:\s*(linux-image-\S+)`)
+
+// installKernel puts Debian's cloud kernel into the root file system: it
+// asks the guest's own apt (which knows the right architecture) for the
+// package, and unpacks it with the host's dpkg-deb. The package is not
+// "installed" in dpkg's sense, which would run initramfs-tools for an
+// initramfs heyvm does not use.
+func installKernel(ctx context.Context, p Progress, root, arch, work string) (pkg, kver string, err error) {
+	meta := "linux-image-cloud-" + arch
+	var deps bytes.Buffer
+	cmd := exec.CommandContext(ctx, "chroot", root, "apt-cache", "depends", meta)
+	cmd.Stdout = &deps
+	cmd.Stderr = &deps
+	if err := cmd.Run(); err != nil {
+		return "", "", fmt.Errorf("look up %s: %v: %s", meta, err, deps.String())
+	}
+	m := dependsRe.FindStringSubmatch(deps.String())
+	if m == nil {
+		return "", "", fmt.Errorf("%s names no kernel package: %s", meta, deps.String())
+	}
+	pkg = m[1]
+	kver = strings.TrimPrefix(pkg, "linux-image-")
+	if err := run(ctx, p, "chroot", root, "sh", "-c", "cd /tmp && apt-get download -q "+pkg); err != nil {
+		return "", "", err
+	}
+	debs, _ := filepath.Glob(filepath.Join(root, "tmp", pkg+"_*.deb"))
+	if len(debs) != 1 {
+		return "", "", fmt.Errorf("apt-get download %s left %d packages", pkg, len(debs))
+	}
+	if err := run(ctx, p, "dpkg-deb", "-x", debs[0], work); err != nil {
+		return "", "", err
+	}
+	os.Remove(debs[0])
+	// Move the pieces in by rename so the rootfs's merged-/usr symlinks
+	// (/lib -> usr/lib) are followed, never replaced.
+	modDst := filepath.Join(root, "lib", "modules")
+	if err := os.MkdirAll(modDst, 0o755); err != nil {
+		return "", "", err
+	}
+	if err := os.Rename(filepath.Join(work, "lib", "modules", kver), filepath.Join(modDst, kver)); err != nil {
+		return "", "", fmt.Errorf("install kernel modules: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Join(root, "boot"), 0o755); err != nil {
+		return "", "", err
+	}
+	if err := os.Rename(filepath.Join(work, "boot", "vmlinuz-"+kver), filepath.Join(root, "boot", "vmlinuz-"+kver)); err != nil {
+		return "", "", fmt.Errorf("install kernel: %w", err)
+	}
+	os.RemoveAll(work)
+	if err := run(ctx, p, "depmod", "-b", root, kver); err != nil {
+		return "", "", err
+	}
+	return pkg, kver, nil
+}
+
+// configureGuest installs heyvm's init, sshd and console setup, and strips
+// what a sandbox never needs.
+func configureGuest(root string) error {
+	files := []struct {
+		path string
+		mode os.FileMode
+		data []byte
+	}{
+		{"etc/inittab", 0o644, GuestFile("inittab")},
+		{"etc/heyvm/rc.sysinit", 0o755, GuestFile("rc.sysinit")},
+		{"etc/heyvm/rc.shutdown", 0o755, GuestFile("rc.shutdown")},
+		{"etc/heyvm/serial-login", 0o755, GuestFile("serial-login")},
+		{"etc/heyvm/udhcpc.script", 0o755, GuestFile("udhcpc.script")},
+		{"etc/ssh/sshd_config.d/heyvm.conf", 0o644, GuestFile("sshd_config")},
+		{"etc/profile.d/heyvm-ready.sh", 0o644, GuestFile("ready.sh")},
+		{"etc/hostname", 0o644, []byte("heyvm\n")},
+		{"etc/hosts", 0o644, []byte("127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n")},
+		// debootstrap copies the build host's resolver; the guest gets its
+		// own from DHCP.
+		{"etc/resolv.conf", 0o644, nil},
+		{"etc/fstab", 0o644, []byte("/dev/vda / ext4 rw,relatime 0 1\n")},
+		{"root/.hushlogin", 0o644, nil},
+	}
+	for _, f := range files {
+		p := filepath.Join(root, f.path)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			return err
+		}
+		os.Remove(p) // may be a symlink (resolv.conf)
+		if err := os.WriteFile(p, f.data, f.mode); err != nil {
+			return err
+		}
+		if err := os.Chmod(p, f.mode); err != nil {
+			return err
+		}
+	}
+	initPath := filepath.Join(root, "sbin", "init")
+	os.Remove(initPath)
+	if err := os.Symlink("/bin/busybox", initPath); err != nil {
+		return err
+	}
+	for _, applet := range []string{"poweroff", "reboot", "halt"} {
+		p := filepath.Join(root, "sbin", applet)
+		if _, err := os.Lstat(p); errors.Is(err, os.ErrNotExist) {
+			if err := os.Symlink("/bin/busybox", p); err != nil {
+				return err
+			}
+		}
+	}
+	// Host keys made by openssh-server's postinst would be shared by every
+	// sandbox; each guest makes its own ed25519 key on first boot instead.
+	keys, _ := filepath.Glob(filepath.Join(root, "etc/ssh/ssh_host_*"))
+	for _, k := range keys {
+		os.Remove(k)
+	}
+	if err := lockRootPassword(filepath.Join(root, "etc/shadow")); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(root, "etc/machine-id"), nil, 0o444); err != nil {
+		return err
+	}
+	// Trim: package lists and caches, docs, man pages, translations.
+	for _, pattern := range []string{
+		"var/cache/apt/*.bin", "var/cache/apt/archives/*.deb", "var/lib/apt/lists/*_*",
+		"usr/share/doc/*", "usr/share/man/*", "usr/share/info/*", "usr/share/locale/*",
+		"var/log/*.log", "debootstrap",
+	} {
+		matches, _ := filepath.Glob(filepath.Join(root, pattern))
+		for _, m := range matches {
+			if err := os.RemoveAll(m); err != nil {
+				return err
+			}
+		}
+	}
+	// Keep the trim for packages users install later.
+	return os.WriteFile(filepath.Join(root, "etc/dpkg/dpkg.cfg.d/heyvm-nodoc"), []byte(
+		"path-exclude /usr/share/doc/*\npath-include /usr/share/doc/*/copyright\npath-exclude /usr/share/man/*\npath-exclude /usr/share/info/*\npath-exclude /usr/share/locale/*\n"), 0o644)
+}
+
+// lockRootPassword makes sure root has no usable password: the console
+// shell is opened by init with `login -f`, and SSH takes keys only.
+func lockRootPassword(shadow string) error {
+	b, err := os.ReadFile(shadow)
+	if err != nil {
+		return err
+	}
+	lines := strings.Split(string(b), "\n")
+	for i, l := range lines {
+		if f := strings.SplitN(l, ":", 3); len(f) == 3 && f[0] == "root" {
+			lines[i] = "root:*:" + f[2]
+		}
+	}
+	return os.WriteFile(shadow, []byte(strings.Join(lines, "\n")), 0o640)
+}
+
+func writeInitramfs(root, kver, out string) ([]string, error) {
+	modDir := filepath.Join(root, "lib", "modules", kver)
+	dep, err := os.Open(filepath.Join(modDir, "modules.dep"))
+	if err != nil {
+		return nil, err
+	}
+	defer dep.Close()
+	builtin, err := os.Open(filepath.Join(modDir, "modules.builtin"))
+	if err != nil {
+		return nil, err
+	}
+	defer builtin.Close()
+	idx, err := ParseModuleIndex(dep, builtin)
+	if err != nil {
+		return nil, err
+	}
+	mods, err := idx.ResolveModules(InitramfsModules)
+	if err != nil {
+		return nil, err
+	}
+	busybox, err := os.ReadFile(filepath.Join(root, "bin", "busybox"))
+	if err != nil {
+		return nil, fmt.Errorf("busybox-static is missing from the root file system: %w", err)
+	}
+	f, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	if err := WriteInitramfs(f, busybox, GuestFile("init"), modDir, kver, mods); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return mods, f.Close()
+}
+
+// run runs a build tool in its own process group, so cancelling the build
+// stops the tool and all its children, and streams its output to p.
+func run(ctx context.Context, p Progress, name string, args ...string) error {
+	cmd := exec.Command(name, args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive", "LC_ALL=C")
+	pr, pw := io.Pipe()
+	cmd.Stdout = pw
+	cmd.Stderr = pw
+	var tail []string
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			line := sc.Text()
+			p.Detail(line)
+			tail = append(tail, line)
+			if len(tail) > 15 {
+				tail = tail[1:]
+			}
+		}
+	}()
+	if err := cmd.Start(); err != nil {
+		pw.Close()
+		<-done
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	waitErr := make(chan error, 1)
+	go func() { waitErr <- cmd.Wait() }()
+	var err error
+	select {
+	case err = <-waitErr:
+	case <-ctx.Done():
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-waitErr
+		err = ctx.Err()
+	}
+	pw.Close()
+	<-done
+	if err != nil {
+		return fmt.Errorf("%s failed: %w\n%s", name, err, strings.Join(tail, "\n"))
+	}
+	return nil
+}

@@ -1,0 +1,133 @@
+// Package layout names every file and directory heyvm keeps on disk. It is
+// the one place to look to learn where a sandbox or an image lives.
+//
+//	$HEYO_HOME (default ~/.heyo)                  0700
+//	├── keys/id_ed25519{,.pub}                    managed SSH key pair (0600)
+//	├── images/<backend>/<name>/                  one image
+//	│   ├── vmlinuz, initrd, rootfs.img
+//	│   └── image.yaml
+//	├── images/<backend>/.build-*/                an image being built (never valid)
+//	└── sandboxes/<id>/                           one sandbox
+//	    ├── sandbox.yaml                          what the user asked for
+//	    ├── rootfs.img                            copy-on-write clone of the image rootfs
+//	    ├── known_hosts                           the guest host key, pinned
+//	    ├── owner.lock                            flock held by the owner for its whole life
+//	    ├── owner.json                            present only while the owner runs and SSH is ready
+//	    ├── owner.log, console.log                owner output, guest console (size-bounded)
+//	    ├── console.sock                          attach point for `heyvm console`
+//	    └── last_stop.json                        when and why the VM last stopped
+package layout
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// EnvHome is the environment variable that moves the state root.
+const EnvHome = "HEYO_HOME"
+
+// Home returns the state root: $HEYO_HOME if set, else ~/.heyo.
+func Home() (string, error) {
+	if h := os.Getenv(EnvHome); h != "" {
+		if !filepath.IsAbs(h) {
+			abs, err := filepath.Abs(h)
+			if err != nil {
+				return "", fmt.Errorf("%s=%q: %w", EnvHome, h, err)
+			}
+			h = abs
+		}
+		return filepath.Clean(h), nil
+	}
+	u, err := os.UserHomeDir()
+	if err != nil || u == "" {
+		return "", errors.New("cannot find your home directory: set HEYO_HOME to a directory heyvm may use")
+	}
+	return filepath.Join(u, ".heyo"), nil
+}
+
+// Root is a resolved state root. All paths hang off it.
+type Root struct{ Dir string }
+
+// Open resolves the state root and makes sure it exists with mode 0700.
+func Open() (Root, error) {
+	h, err := Home()
+	if err != nil {
+		return Root{}, err
+	}
+	r := Root{Dir: h}
+	if err := EnsureDir(h); err != nil {
+		return Root{}, err
+	}
+	return r, nil
+}
+
+// EnsureDir creates dir (and parents) with mode 0700 and tightens an
+// existing dir that is looser, since it may hold keys.
+func EnsureDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("create state directory: %w", err)
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return err
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("%s exists and is not a directory", dir)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		if err := os.Chmod(dir, 0o700); err != nil {
+			return fmt.Errorf("restrict %s to 0700: %w", dir, err)
+		}
+	}
+	return nil
+}
+
+func (r Root) KeysDir() string      { return filepath.Join(r.Dir, "keys") }
+func (r Root) PrivateKey() string   { return filepath.Join(r.KeysDir(), "id_ed25519") }
+func (r Root) PublicKey() string    { return filepath.Join(r.KeysDir(), "id_ed25519.pub") }
+func (r Root) ImagesDir() string    { return filepath.Join(r.Dir, "images") }
+func (r Root) SandboxesDir() string { return filepath.Join(r.Dir, "sandboxes") }
+func (r Root) SandboxStoreLock() string {
+	return filepath.Join(r.SandboxesDir(), ".store.lock")
+}
+
+// BackendImagesDir is where the images of one backend live.
+func (r Root) BackendImagesDir(backend string) string {
+	return filepath.Join(r.ImagesDir(), backend)
+}
+
+// ImageDir is one image's directory. name must already be validated.
+func (r Root) ImageDir(backend, name string) string {
+	return filepath.Join(r.BackendImagesDir(backend), name)
+}
+
+// Image files.
+const (
+	ImageKernel   = "vmlinuz"
+	ImageInitrd   = "initrd"
+	ImageRootfs   = "rootfs.img"
+	ImageMetadata = "image.yaml"
+	// ImageKernelRaw is an uncompressed copy of the kernel, made once for
+	// hypervisors (Virtualization.framework) that cannot boot a compressed one.
+	ImageKernelRaw = "vmlinux"
+)
+
+// Sandbox is the set of files of one sandbox.
+type Sandbox struct{ Dir string }
+
+// Sandbox returns the file set of sandbox id.
+func (r Root) Sandbox(id string) Sandbox { return Sandbox{Dir: filepath.Join(r.SandboxesDir(), id)} }
+
+func (s Sandbox) Config() string      { return filepath.Join(s.Dir, "sandbox.yaml") }
+func (s Sandbox) Rootfs() string      { return filepath.Join(s.Dir, "rootfs.img") }
+func (s Sandbox) KnownHosts() string  { return filepath.Join(s.Dir, "known_hosts") }
+func (s Sandbox) OwnerLock() string   { return filepath.Join(s.Dir, "owner.lock") }
+func (s Sandbox) StartLock() string   { return filepath.Join(s.Dir, "start.lock") }
+func (s Sandbox) OwnerState() string  { return filepath.Join(s.Dir, "owner.json") }
+func (s Sandbox) OwnerLog() string    { return filepath.Join(s.Dir, "owner.log") }
+func (s Sandbox) ConsoleLog() string  { return filepath.Join(s.Dir, "console.log") }
+func (s Sandbox) ConsoleSock() string { return filepath.Join(s.Dir, "console.sock") }
+func (s Sandbox) LastStop() string    { return filepath.Join(s.Dir, "last_stop.json") }
+func (s Sandbox) EFIVars() string     { return filepath.Join(s.Dir, "efi_vars.esp.dmg") }
