@@ -1,5 +1,564 @@
 package cli
 
-import "github.com/spf13/cobra"
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
 
-func addSandboxCommands(root *cobra.Command, ios IO) {}
+	"github.com/spf13/cobra"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/heyvm/heyvm/internal/backend"
+	"github.com/heyvm/heyvm/internal/diskclone"
+	"github.com/heyvm/heyvm/internal/image"
+	"github.com/heyvm/heyvm/internal/layout"
+	"github.com/heyvm/heyvm/internal/owner"
+	"github.com/heyvm/heyvm/internal/sandbox"
+	"github.com/heyvm/heyvm/internal/sshclient"
+)
+
+func addSandboxCommands(root *cobra.Command, ios IO) {
+	root.AddCommand(
+		newCreateCmd(ios), newStartCmd(ios), newStopCmd(ios), newRestartCmd(ios), newRmCmd(ios),
+		newListCmd(ios), newGetCmd(ios), newExecCmd(ios), newShCmd(ios), newSSHConfigCmd(ios),
+		newTestVMCmd(ios, "test-vm", ""), newBackendsCmd(ios), newOwnerCmd(),
+	)
+}
+
+// env is what every sandbox command needs.
+type env struct {
+	root  layout.Root
+	store sandbox.Store
+}
+
+func openEnv() (env, error) {
+	root, err := layout.Open()
+	if err != nil {
+		return env{}, err
+	}
+	return env{root: root, store: sandbox.Store{Root: root}}, nil
+}
+
+func (e env) lookup(ref string) (*sandbox.Sandbox, error) { return e.store.Lookup(ref) }
+
+// CreateOptions are the flags of `heyvm create`.
+type CreateOptions struct {
+	Name        string
+	Image       string
+	Backend     string
+	CPUs        int
+	MemoryMiB   int
+	DiskSizeMiB int
+	Env         []string
+	Mounts      []backend.Mount
+	Ports       []backend.PortForward
+	TTL         time.Duration
+	PrintID     bool
+	Workspace   *sandbox.Workspace
+}
+
+func (o *CreateOptions) validate() error {
+	if o.CPUs < 1 || o.CPUs > 64 {
+		return fmt.Errorf("--cpus %d is out of range: use 1 to 64", o.CPUs)
+	}
+	if o.MemoryMiB < 128 {
+		return fmt.Errorf("--memory %d is too small: give at least 128 (MiB)", o.MemoryMiB)
+	}
+	if o.DiskSizeMiB < 0 {
+		return fmt.Errorf("--disk-size %d is negative: give a size in MiB, or leave it out for the image's size", o.DiskSizeMiB)
+	}
+	if o.TTL < 0 {
+		return fmt.Errorf("--ttl must be positive")
+	}
+	for _, e := range o.Env {
+		if k, _, ok := strings.Cut(e, "="); !ok || k == "" {
+			return fmt.Errorf("--env %q is not KEY=VALUE", e)
+		}
+	}
+	if o.Name != "" {
+		return sandbox.ValidateName(o.Name)
+	}
+	return nil
+}
+
+func addCreateFlags(cmd *cobra.Command, o *CreateOptions) {
+	cmd.Flags().StringVar(&o.Image, "image", "default", "image name or alias")
+	cmd.Flags().StringVar(&o.Backend, "backend", "", "hypervisor backend (default: "+backend.DefaultName()+")")
+	cmd.Flags().IntVar(&o.CPUs, "cpus", 2, "virtual CPUs")
+	cmd.Flags().IntVar(&o.MemoryMiB, "memory", 1024, "memory in MiB")
+}
+
+func newCreateCmd(ios IO) *cobra.Command {
+	o := &CreateOptions{}
+	var ttlSeconds int
+	cmd := &cobra.Command{
+		Use:   "create",
+		Short: "Create a sandbox and start it in the background",
+		Args:  cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			if ttlSeconds > 0 {
+				o.TTL = time.Duration(ttlSeconds) * time.Second
+			}
+			ctx, stop := signal.NotifyContext(c.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			_, err := RunCreate(ctx, ios, o)
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&o.Name, "name", "", "sandbox name (default: generated)")
+	addCreateFlags(cmd, o)
+	cmd.Flags().IntVar(&o.DiskSizeMiB, "disk-size", 0, "disk size in MiB (default: the image's)")
+	cmd.Flags().StringArrayVar(&o.Env, "env", nil, "KEY=VALUE set for every exec and shell (repeatable)")
+	cmd.Flags().DurationVar(&o.TTL, "ttl", 0, "stop the sandbox after this long (e.g. 90m)")
+	cmd.Flags().IntVar(&ttlSeconds, "ttl-seconds", 0, "like --ttl, in seconds")
+	cmd.Flags().BoolVar(&o.PrintID, "print-id", false, "print only the id")
+	return cmd
+}
+
+// RunCreate creates the sandbox and starts it detached.
+func RunCreate(ctx context.Context, ios IO, o *CreateOptions) (*sandbox.Sandbox, error) {
+	e, err := openEnv()
+	if err != nil {
+		return nil, err
+	}
+	sb, err := createSandbox(ctx, ios, e, o)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := owner.Start(ctx, e.root, sb); err != nil {
+		return sb, fmt.Errorf("sandbox %s was created but did not start: %v\n  see `heyvm logs %s`; retry with `heyvm start %s` or remove it with `heyvm rm %s`", sb.Config.Name, err, sb.Config.Name, sb.Config.Name, sb.Config.Name)
+	}
+	if o.PrintID {
+		fmt.Fprintln(ios.Out, sb.Config.ID)
+	} else {
+		fmt.Fprintf(ios.Out, "%s\n", sb.Config.ID)
+		fmt.Fprintf(ios.ErrOut, "sandbox %s is running: `heyvm sh %s` for a shell, `heyvm exec %s -- CMD` to run a command\n", sb.Config.Name, sb.Config.Name, sb.Config.Name)
+	}
+	return sb, nil
+}
+
+// createSandbox validates the options, finds (or first builds) the image,
+// and writes the sandbox with its cloned disk. It does not start it.
+func createSandbox(ctx context.Context, ios IO, e env, o *CreateOptions) (*sandbox.Sandbox, error) {
+	if err := o.validate(); err != nil {
+		return nil, err
+	}
+	b, err := backend.Get(o.Backend)
+	if err != nil {
+		return nil, err
+	}
+	im, err := resolveImage(ctx, ios, e, b.Name(), o.Image)
+	if err != nil {
+		return nil, err
+	}
+	id := sandbox.NewID()
+	name := o.Name
+	if name == "" {
+		name = "sb-" + id[:6]
+	}
+	diskSize := int64(o.DiskSizeMiB) << 20
+	if diskSize == 0 {
+		diskSize = im.Meta.RootfsSize
+	}
+	cfg := &sandbox.Config{
+		ID: id, Name: name, Image: im.Name, Backend: b.Name(), Arch: im.Meta.Arch,
+		CPUs: o.CPUs, MemoryMiB: o.MemoryMiB, DiskSizeMiB: int(diskSize >> 20),
+		Env: o.Env, Mounts: o.Mounts, Ports: o.Ports, TTL: sandbox.Duration(o.TTL),
+		MAC: sandbox.NewMAC(), MachineID: sandbox.NewID() + sandbox.NewID(), Workspace: o.Workspace,
+	}
+	return e.store.Create(ctx, cfg, func(rootfs string) error {
+		_, err := diskclone.Clone(im.Rootfs(), rootfs, diskSize)
+		if err != nil {
+			return fmt.Errorf("clone the image disk: %w", err)
+		}
+		return nil
+	})
+}
+
+// resolveImage finds an image; the default one is built on first use.
+func resolveImage(ctx context.Context, ios IO, e env, backendName, name string) (*image.Image, error) {
+	st := image.Store{Root: e.root, Backend: backendName}
+	im, err := st.Resolve(name)
+	if errors.Is(err, image.ErrNotFound) && image.Canonical(name) == image.DefaultName {
+		fmt.Fprintf(ios.ErrOut, "the default image is not built yet; building it now (once)\n")
+		return RunBuildDefault(ctx, ios, BuildDefaultOptions{Backend: backendName})
+	}
+	return im, err
+}
+
+func newStartCmd(ios IO) *cobra.Command {
+	return &cobra.Command{
+		Use: "start ID", Short: "Start a stopped sandbox in the background", Args: cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			e, err := openEnv()
+			if err != nil {
+				return err
+			}
+			sb, err := e.lookup(args[0])
+			if err != nil {
+				return err
+			}
+			started, err := owner.Start(c.Context(), e.root, sb)
+			if err != nil {
+				return fmt.Errorf("start %s: %w (see `heyvm logs %s`)", sb.Config.Name, err, sb.Config.Name)
+			}
+			if started {
+				fmt.Fprintf(ios.Out, "started %s\n", sb.Config.Name)
+			} else {
+				fmt.Fprintf(ios.Out, "%s is already running\n", sb.Config.Name)
+			}
+			return nil
+		},
+	}
+}
+
+const stopTimeout = 45 * time.Second
+
+func newStopCmd(ios IO) *cobra.Command {
+	return &cobra.Command{
+		Use: "stop ID", Short: "Stop a sandbox (its disk is kept)", Args: cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			e, err := openEnv()
+			if err != nil {
+				return err
+			}
+			sb, err := e.lookup(args[0])
+			if err != nil {
+				return err
+			}
+			was, err := owner.Stop(c.Context(), sb, stopTimeout)
+			if err != nil {
+				return err
+			}
+			if was {
+				fmt.Fprintf(ios.Out, "stopped %s\n", sb.Config.Name)
+			} else {
+				fmt.Fprintf(ios.Out, "%s is already stopped\n", sb.Config.Name)
+			}
+			return nil
+		},
+	}
+}
+
+func newRestartCmd(ios IO) *cobra.Command {
+	return &cobra.Command{
+		Use: "restart ID", Short: "Stop and start a sandbox", Args: cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			e, err := openEnv()
+			if err != nil {
+				return err
+			}
+			sb, err := e.lookup(args[0])
+			if err != nil {
+				return err
+			}
+			if _, err := owner.Stop(c.Context(), sb, stopTimeout); err != nil {
+				return err
+			}
+			if _, err := owner.Start(c.Context(), e.root, sb); err != nil {
+				return fmt.Errorf("start %s: %w (see `heyvm logs %s`)", sb.Config.Name, err, sb.Config.Name)
+			}
+			fmt.Fprintf(ios.Out, "restarted %s\n", sb.Config.Name)
+			return nil
+		},
+	}
+}
+
+func newRmCmd(ios IO) *cobra.Command {
+	var yes, force bool
+	cmd := &cobra.Command{
+		Use: "rm ID", Short: "Remove a sandbox and its disk", Args: cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			e, err := openEnv()
+			if err != nil {
+				return err
+			}
+			return runRm(c.Context(), ios, e, args[0], yes, force)
+		},
+	}
+	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask for confirmation")
+	cmd.Flags().BoolVarP(&force, "force", "f", false, "stop it first if it runs; remove it even if its sandbox.yaml is damaged")
+	return cmd
+}
+
+func runRm(ctx context.Context, ios IO, e env, ref string, yes, force bool) error {
+	sb, err := e.lookup(ref)
+	var id, name string
+	switch {
+	case err == nil:
+		id, name = sb.Config.ID, sb.Config.Name
+	case force && !errors.Is(err, sandbox.ErrNotFound) && isSandboxDir(e, ref):
+		// A damaged sandbox: only its exact id (the directory) is accepted.
+		id, name = ref, ref
+		sb = &sandbox.Sandbox{Config: &sandbox.Config{ID: ref, Name: ref}, Files: e.root.Sandbox(ref)}
+	default:
+		return err
+	}
+	st, err := sandbox.ReadState(sb.Files)
+	if err != nil {
+		return err
+	}
+	if st.Status != sandbox.Stopped {
+		if !force {
+			return fmt.Errorf("sandbox %s is %s: stop it with `heyvm stop %s`, or use `heyvm rm --force %s`", name, st.Status, name, name)
+		}
+		if _, err := owner.Stop(ctx, sb, stopTimeout); err != nil {
+			return err
+		}
+	}
+	if !yes {
+		if !isTerminal(ios.In) {
+			return fmt.Errorf("removing %s deletes its disk: pass --yes to confirm", name)
+		}
+		fmt.Fprintf(ios.ErrOut, "Remove sandbox %s (%s) and its disk? [y/N] ", name, id)
+		var answer string
+		fmt.Fscanln(ios.In, &answer)
+		if a := strings.ToLower(strings.TrimSpace(answer)); a != "y" && a != "yes" {
+			return errors.New("not removed")
+		}
+	}
+	if err := e.store.Remove(ctx, id); err != nil {
+		return err
+	}
+	fmt.Fprintf(ios.Out, "removed %s\n", name)
+	return nil
+}
+
+func isSandboxDir(e env, id string) bool {
+	if strings.ContainsAny(id, "/.") {
+		return false
+	}
+	fi, err := os.Stat(e.root.Sandbox(id).Dir)
+	return err == nil && fi.IsDir()
+}
+
+func isTerminal(r any) bool {
+	f, ok := r.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// connect opens an SSH client to a running sandbox.
+func connect(ctx context.Context, e env, sb *sandbox.Sandbox) (*ssh.Client, error) {
+	st, err := sandbox.ReadState(sb.Files)
+	if err != nil {
+		return nil, err
+	}
+	switch st.Status {
+	case sandbox.Stopped:
+		return nil, fmt.Errorf("sandbox %s is stopped: start it with `heyvm start %s`", sb.Config.Name, sb.Config.Name)
+	case sandbox.Starting:
+		return nil, fmt.Errorf("sandbox %s is still starting: try again in a moment", sb.Config.Name)
+	}
+	signer, _, err := sshclient.ManagedKey(e.root)
+	if err != nil {
+		return nil, err
+	}
+	key, err := sshclient.PinnedHostKey(sb.Files.KnownHosts())
+	if err != nil {
+		return nil, err
+	}
+	return sshclient.Dial(ctx, sshclient.Target{Host: st.Owner.SSHHost, Port: st.Owner.SSHPort, User: "root", Signer: signer, HostKey: key})
+}
+
+// ExecOptions are the flags of `heyvm exec`.
+type ExecOptions struct {
+	Ref  string
+	Argv []string
+	Cwd  string
+	Env  []string
+	User string
+}
+
+func newExecCmd(ios IO) *cobra.Command {
+	o := &ExecOptions{}
+	cmd := &cobra.Command{
+		Use:   "exec ID [--cwd DIR] [--env K=V]... [--user U] -- CMD...",
+		Short: "Run a command in a sandbox over SSH",
+		Args:  cobra.MinimumNArgs(2),
+		RunE: func(c *cobra.Command, args []string) error {
+			o.Ref, o.Argv = args[0], args[1:]
+			code, err := RunExec(c.Context(), ios, o)
+			if err != nil {
+				return err
+			}
+			if code != 0 {
+				return ExitError{Code: code}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().SetInterspersed(false)
+	cmd.Flags().StringVar(&o.Cwd, "cwd", "", "working directory in the guest")
+	cmd.Flags().StringArrayVar(&o.Env, "env", nil, "KEY=VALUE (repeatable)")
+	cmd.Flags().StringVar(&o.User, "user", "", "guest user to run as (default root)")
+	return cmd
+}
+
+// RunExec runs the command and returns its exit status.
+func RunExec(ctx context.Context, ios IO, o *ExecOptions) (int, error) {
+	for _, e := range o.Env {
+		if k, _, ok := strings.Cut(e, "="); !ok || k == "" {
+			return -1, fmt.Errorf("--env %q is not KEY=VALUE", e)
+		}
+	}
+	e, err := openEnv()
+	if err != nil {
+		return -1, err
+	}
+	sb, err := e.lookup(o.Ref)
+	if err != nil {
+		return -1, err
+	}
+	c, err := connect(ctx, e, sb)
+	if err != nil {
+		return -1, err
+	}
+	defer c.Close()
+	envs := append(append([]string(nil), sb.Config.Env...), o.Env...)
+	return sshclient.Exec(ctx, c, sshclient.ExecOptions{
+		Command: sshclient.CommandLine(o.Argv, o.Cwd, o.User, envs),
+		Stdin:   ios.In, Stdout: ios.Out, Stderr: ios.ErrOut, ForwardSignals: true,
+	})
+}
+
+func newShCmd(ios IO) *cobra.Command {
+	return &cobra.Command{
+		Use: "sh ID", Short: "Open an interactive shell in a sandbox", Args: cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			e, err := openEnv()
+			if err != nil {
+				return err
+			}
+			sb, err := e.lookup(args[0])
+			if err != nil {
+				return err
+			}
+			cl, err := connect(c.Context(), e, sb)
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
+			code, err := runShell(c.Context(), ios, cl, sb, "")
+			if err != nil {
+				return err
+			}
+			if code != 0 {
+				return ExitError{Code: code}
+			}
+			return nil
+		},
+	}
+}
+
+// runShell opens a login shell (in dir, if given) with the sandbox's env.
+func runShell(ctx context.Context, ios IO, c *ssh.Client, sb *sandbox.Sandbox, dir string) (int, error) {
+	in, ok := ios.In.(*os.File)
+	if !ok {
+		in = os.Stdin
+	}
+	command := ""
+	if dir != "" || len(sb.Config.Env) > 0 {
+		command = sshclient.CommandLine([]string{"sh", "-c", `exec "${SHELL:-/bin/sh}" -l`}, dir, "", sb.Config.Env)
+	}
+	return sshclient.Shell(ctx, c, sshclient.ShellOptions{Command: command, Stdin: in, Stdout: ios.Out, Stderr: ios.ErrOut})
+}
+
+func newSSHConfigCmd(ios IO) *cobra.Command {
+	return &cobra.Command{
+		Use: "ssh-config ID", Short: "Print an OpenSSH Host block for a running sandbox", Args: cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			e, err := openEnv()
+			if err != nil {
+				return err
+			}
+			sb, err := e.lookup(args[0])
+			if err != nil {
+				return err
+			}
+			st, err := sandbox.ReadState(sb.Files)
+			if err != nil {
+				return err
+			}
+			if st.Status != sandbox.Running {
+				return fmt.Errorf("sandbox %s is %s: start it with `heyvm start %s` (its SSH port is chosen at boot)", sb.Config.Name, st.Status, sb.Config.Name)
+			}
+			fmt.Fprint(ios.Out, SSHConfig(e.root, sb, st.Owner))
+			return nil
+		},
+	}
+}
+
+// SSHConfig renders the Host block. HostKeyAlias keeps the pinned key
+// valid whatever port the sandbox gets.
+func SSHConfig(root layout.Root, sb *sandbox.Sandbox, oi *sandbox.OwnerInfo) string {
+	return fmt.Sprintf(`Host %s
+  HostName %s
+  Port %d
+  User root
+  IdentityFile %s
+  IdentitiesOnly yes
+  UserKnownHostsFile %s
+  HostKeyAlias %s
+  StrictHostKeyChecking yes
+  LogLevel ERROR
+`, sb.Config.Name, oi.SSHHost, oi.SSHPort, root.PrivateKey(), sb.Files.KnownHosts(), sshclient.HostAlias(sb.Config.ID))
+}
+
+func newBackendsCmd(ios IO) *cobra.Command {
+	return &cobra.Command{
+		Use: "backends", Short: "List hypervisor backends and whether they run here", Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			for _, s := range backend.Statuses() {
+				mark := "available"
+				if !s.Available {
+					mark = "unavailable: " + s.Reason
+				}
+				def := ""
+				if s.Default {
+					def = " (default)"
+				}
+				fmt.Fprintf(ios.Out, "%-12s %s%s\n", s.Name, mark, def)
+			}
+			return nil
+		},
+	}
+}
+
+func newOwnerCmd() *cobra.Command {
+	return &cobra.Command{
+		Use: owner.OwnerCommand + " ID", Hidden: true, Args: cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			root, err := layout.Open()
+			if err != nil {
+				return err
+			}
+			if code := owner.RunDetached(root, args[0]); code != 0 {
+				return ExitError{Code: code}
+			}
+			return nil
+		},
+	}
+}
+
+// consoleTail returns the last lines of a sandbox's console log, for
+// failure reports.
+func consoleTail(sb *sandbox.Sandbox, n int) string {
+	b, err := os.ReadFile(sb.Files.ConsoleLog())
+	if err != nil {
+		return ""
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}

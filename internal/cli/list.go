@@ -1,0 +1,154 @@
+package cli
+
+import (
+	"fmt"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/heyvm/heyvm/internal/sandbox"
+)
+
+// sandboxView is one sandbox as list and get show it.
+type sandboxView struct {
+	*sandbox.Config
+	State    sandbox.Status     `json:"state"`
+	SSH      string             `json:"ssh,omitempty"`
+	Owner    *sandbox.OwnerInfo `json:"owner,omitempty"`
+	LastStop *sandbox.StopInfo  `json:"last_stop,omitempty"`
+	TTLLeft  string             `json:"ttl_left,omitempty"`
+	Dir      string             `json:"dir"`
+}
+
+func viewOf(sb *sandbox.Sandbox) (sandboxView, error) {
+	st, err := sandbox.ReadState(sb.Files)
+	if err != nil {
+		return sandboxView{}, err
+	}
+	v := sandboxView{Config: sb.Config, State: st.Status, Owner: st.Owner, LastStop: st.LastStop, Dir: sb.Files.Dir}
+	if st.Owner != nil {
+		v.SSH = fmt.Sprintf("%s:%d", st.Owner.SSHHost, st.Owner.SSHPort)
+		if st.Owner.ExpiresAt != nil {
+			v.TTLLeft = time.Until(*st.Owner.ExpiresAt).Round(time.Second).String()
+		}
+	}
+	return v, nil
+}
+
+func (v sandboxView) stateText() string {
+	s := string(v.State)
+	if v.State == sandbox.Stopped && v.LastStop != nil {
+		s += " (" + v.LastStop.Reason + ")"
+	}
+	return s
+}
+
+func newListCmd(ios IO) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use: "list", Aliases: []string{"ls"}, Short: "List sandboxes", Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			e, err := openEnv()
+			if err != nil {
+				return err
+			}
+			all, broken, err := e.store.List()
+			if err != nil {
+				return err
+			}
+			views := []sandboxView{}
+			for _, sb := range all {
+				v, err := viewOf(sb)
+				if err != nil {
+					return err
+				}
+				views = append(views, v)
+			}
+			for _, b := range broken {
+				fmt.Fprintf(ios.ErrOut, "heyvm: sandbox %s is damaged: %v\n", b.ID, b.Err)
+			}
+			if asJSON {
+				return writeJSON(ios, views)
+			}
+			tw := tabwriter.NewWriter(ios.Out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tNAME\tIMAGE\tBACKEND\tSTATE\tSSH\tTTL\tPORTS\tAGE")
+			for _, v := range views {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", v.ID, v.Name, v.Image, v.Backend, v.stateText(),
+					dash(v.SSH), dash(v.TTLLeft), dash(portsText(v.Config)), humanAge(v.Created))
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func portsText(c *sandbox.Config) string {
+	var p []string
+	for _, f := range c.Ports {
+		p = append(p, fmt.Sprintf("127.0.0.1:%d->%d", f.HostPort, f.GuestPort))
+	}
+	return strings.Join(p, ",")
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func newGetCmd(ios IO) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use: "get ID", Short: "Show one sandbox", Args: cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			e, err := openEnv()
+			if err != nil {
+				return err
+			}
+			sb, err := e.lookup(args[0])
+			if err != nil {
+				return err
+			}
+			v, err := viewOf(sb)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return writeJSON(ios, v)
+			}
+			w := ios.Out
+			fmt.Fprintf(w, "ID:        %s\nName:      %s\nState:     %s\nImage:     %s\nBackend:   %s\nArch:      %s\nCPUs:      %d\nMemory:    %d MiB\nDisk:      %d MiB\nCreated:   %s\nDir:       %s\n",
+				v.ID, v.Name, v.stateText(), v.Image, v.Backend, v.Arch, v.CPUs, v.MemoryMiB, v.DiskSizeMiB, v.Created.Format(time.RFC3339), v.Dir)
+			if v.Owner != nil {
+				fmt.Fprintf(w, "Owner PID: %d (detached: %v)\nAccel:     %s\nSSH:       %s (guest %s)\nStarted:   %s\n",
+					v.Owner.PID, v.Owner.Detached, v.Owner.Accelerator, v.SSH, v.Owner.GuestIP, v.Owner.StartedAt.Format(time.RFC3339))
+			}
+			if v.TTL > 0 {
+				fmt.Fprintf(w, "TTL:       %s (left: %s)\n", time.Duration(v.TTL), dash(v.TTLLeft))
+			}
+			if p := portsText(v.Config); p != "" {
+				fmt.Fprintf(w, "Ports:     %s\n", p)
+			}
+			for _, m := range v.Mounts {
+				ro := ""
+				if m.ReadOnly {
+					ro = " (read-only)"
+				}
+				fmt.Fprintf(w, "Mount:     %s -> %s%s\n", m.HostPath, m.GuestPath, ro)
+			}
+			if len(v.Env) > 0 {
+				fmt.Fprintf(w, "Env:       %s\n", strings.Join(v.Env, " "))
+			}
+			if v.LastStop != nil && v.State == sandbox.Stopped {
+				fmt.Fprintf(w, "Stopped:   %s at %s %s\n", v.LastStop.Reason, v.LastStop.At.Format(time.RFC3339), v.LastStop.Detail)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}

@@ -1,0 +1,400 @@
+// Package owner runs one sandbox's VM for as long as it lives. The owner
+// is either the CLI process itself (the default: the VM ends with the
+// command) or a detached `heyvm __sandbox_owner <id>` process. Either way
+// it holds owner.lock for its whole life, writes owner.json only once SSH
+// really works, and removes it when the VM stops.
+package owner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/heyvm/heyvm/internal/backend"
+	"github.com/heyvm/heyvm/internal/console"
+	"github.com/heyvm/heyvm/internal/fsutil"
+	"github.com/heyvm/heyvm/internal/image"
+	"github.com/heyvm/heyvm/internal/layout"
+	"github.com/heyvm/heyvm/internal/sandbox"
+	"github.com/heyvm/heyvm/internal/sshclient"
+)
+
+// ErrAlreadyRunning means another owner holds the sandbox.
+var ErrAlreadyRunning = errors.New("sandbox is already running")
+
+// ConsoleLogMax bounds console.log (it rotates once to console.log.1).
+const ConsoleLogMax = 1 << 20
+
+// BootTimeout bounds the wait for the guest's ready line. TCG boots take
+// seconds; this only catches a guest that will never come up.
+var BootTimeout = 180 * time.Second
+
+// Session is a running sandbox VM and the owner's hold on it.
+type Session struct {
+	root    layout.Root
+	sb      *sandbox.Sandbox
+	log     io.Writer
+	lock    *fsutil.Lock
+	machine backend.Machine
+	cancel  context.CancelFunc
+	console *console.Driver
+	hub     *consoleHub
+	conLog  *console.BoundedLog
+	target  sshclient.Target
+	Info    sandbox.OwnerInfo
+
+	stopOnce sync.Once
+	stopped  chan struct{}
+	reason   string
+	mu       sync.Mutex
+	stopping bool
+}
+
+// BootOptions say which sandbox to boot and how its owner runs.
+type BootOptions struct {
+	Root     layout.Root
+	Sandbox  *sandbox.Sandbox
+	Log      io.Writer // owner diagnostics (owner.log for a detached owner)
+	Detached bool
+}
+
+// Boot takes the owner lock, starts the VM, provisions it over the
+// console and checks SSH. On any failure it tears everything down and
+// records why in last_stop.json.
+func Boot(ctx context.Context, o BootOptions) (*Session, error) {
+	files := o.Sandbox.Files
+	cfg := o.Sandbox.Config
+	lock, err := fsutil.TryLock(files.OwnerLock())
+	if errors.Is(err, fsutil.ErrLocked) {
+		return nil, ErrAlreadyRunning
+	}
+	if err != nil {
+		return nil, err
+	}
+	lock.WriteOwnerPID(os.Getpid())
+	os.Remove(files.OwnerState()) // stale: its owner is gone, or we would not hold the lock
+	logw := o.Log
+	if logw == nil {
+		logw = io.Discard
+	}
+	s := &Session{root: o.Root, sb: o.Sandbox, log: logw, lock: lock, stopped: make(chan struct{})}
+	fail := func(err error) (*Session, error) {
+		detail := err.Error()
+		if s.machine != nil {
+			s.machine.Kill()
+			<-s.machine.Done()
+		}
+		s.finish(sandbox.StopFailed, detail)
+		return nil, err
+	}
+
+	b, err := backend.Get(cfg.Backend)
+	if err != nil {
+		return fail(err)
+	}
+	im, err := image.Store{Root: o.Root, Backend: cfg.Backend}.Resolve(cfg.Image)
+	if err != nil {
+		return fail(fmt.Errorf("sandbox %s needs image %q: %w", cfg.Name, cfg.Image, err))
+	}
+	signer, pubLine, err := sshclient.ManagedKey(o.Root)
+	if err != nil {
+		return fail(err)
+	}
+	s.conLog, err = console.OpenBoundedLog(files.ConsoleLog(), ConsoleLogMax)
+	if err != nil {
+		return fail(err)
+	}
+	fmt.Fprintf(s.conLog, "\n--- heyvm: boot of %s at %s ---\n", cfg.Name, time.Now().UTC().Format(time.RFC3339))
+
+	// The machine lives until Shutdown cancels this, not until ctx ends:
+	// ctx only bounds the boot.
+	mctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	started := time.Now()
+	m, err := b.Start(mctx, Spec(cfg, im, files))
+	if err != nil {
+		cancel()
+		return fail(err)
+	}
+	s.machine = m
+	fmt.Fprintf(logw, "owner: %s started (%s) in %s\n", cfg.Backend, m.Accelerator(), time.Since(started).Round(time.Millisecond))
+
+	s.hub = newConsoleHub()
+	s.console = console.New(m.Console(), io.MultiWriter(s.conLog, s.hub))
+	bctx, bcancel := context.WithTimeout(ctx, BootTimeout)
+	defer bcancel()
+	uptime, err := s.console.WaitReady(bctx)
+	if err != nil {
+		return fail(s.bootError("waiting for the guest to boot", err))
+	}
+	fmt.Fprintf(logw, "owner: guest ready after %s (guest uptime %ss)\n", time.Since(started).Round(time.Millisecond), uptime)
+
+	ip, hostKey, err := provision(bctx, s.console, pubLine)
+	if err != nil {
+		return fail(s.bootError("provisioning over the console", err))
+	}
+	key, err := sshclient.PinHostKey(files.KnownHosts(), cfg.ID, hostKey)
+	if err != nil {
+		return fail(err)
+	}
+	host, port := m.SSHEndpoint(ip)
+	s.target = sshclient.Target{Host: host, Port: port, User: "root", Signer: signer, HostKey: key}
+	if err := s.checkSSH(bctx); err != nil {
+		return fail(s.bootError("checking SSH", err))
+	}
+	fmt.Fprintf(logw, "owner: ssh ready at %s:%d after %s\n", host, port, time.Since(started).Round(time.Millisecond))
+
+	if err := s.hub.listen(files.ConsoleSock(), s.console); err != nil {
+		fmt.Fprintf(logw, "owner: console socket unavailable: %v\n", err)
+	}
+	s.Info = sandbox.OwnerInfo{
+		PID: os.Getpid(), GuestIP: ip, SSHHost: host, SSHPort: port,
+		StartedAt: started.UTC(), Accelerator: m.Accelerator(), Ports: cfg.Ports, Detached: o.Detached,
+	}
+	if cfg.TTL > 0 {
+		t := started.Add(time.Duration(cfg.TTL)).UTC()
+		s.Info.ExpiresAt = &t
+	}
+	if err := sandbox.WriteOwnerInfo(files, s.Info); err != nil {
+		return fail(err)
+	}
+	go s.watch()
+	return s, nil
+}
+
+// Spec turns a sandbox and its image into what the backend boots.
+func Spec(cfg *sandbox.Config, im *image.Image, files layout.Sandbox) backend.Spec {
+	cmdline := im.Meta.KernelCmdline + " heyvm.hostname=" + cfg.Name
+	if len(cfg.Mounts) > 0 {
+		var ms []string
+		for _, m := range cfg.Mounts {
+			e := m.Tag + ":" + m.GuestPath
+			if m.ReadOnly {
+				e += ":ro"
+			}
+			ms = append(ms, e)
+		}
+		cmdline += " heyvm.mounts=" + strings.Join(ms, ",")
+	}
+	return backend.Spec{
+		Name: cfg.Name, Arch: im.Meta.Arch, CPUs: cfg.CPUs, MemoryMiB: cfg.MemoryMiB,
+		Kernel: im.Kernel(), Initrd: im.Initrd(), Cmdline: cmdline,
+		Disk: files.Rootfs(), Mounts: cfg.Mounts, Ports: cfg.Ports,
+		MAC: cfg.MAC, MachineID: cfg.MachineID, RunDir: files.Dir,
+	}
+}
+
+var inetRe = regexp.MustCompile(`inet (\d+\.\d+\.\d+\.\d+)/`)
+
+// provision runs the one console command that installs heyvm's key and
+// reports the guest's address and host key.
+func provision(ctx context.Context, d *console.Driver, pubLine string) (ip, hostKey string, err error) {
+	q := sshclient.ShellQuote(pubLine)
+	script := "umask 077; mkdir -p /root/.ssh && touch /root/.ssh/authorized_keys && " +
+		"{ grep -qxF " + q + " /root/.ssh/authorized_keys || echo " + q + " >>/root/.ssh/authorized_keys; } && " +
+		"echo \"IP $(busybox ip -4 -o addr show dev eth0)\" && echo \"HOSTKEY $(cat /etc/ssh/ssh_host_ed25519_key.pub)\""
+	out, status, err := d.Run(ctx, script)
+	if err != nil {
+		return "", "", err
+	}
+	if status != 0 {
+		return "", "", fmt.Errorf("provisioning command failed (status %d): %s", status, out)
+	}
+	return ParseProvisionOutput(out)
+}
+
+// ParseProvisionOutput extracts the IP and host key lines.
+func ParseProvisionOutput(out string) (ip, hostKey string, err error) {
+	for _, l := range strings.Split(out, "\n") {
+		l = strings.TrimSpace(l)
+		switch {
+		case strings.HasPrefix(l, "IP "):
+			if m := inetRe.FindStringSubmatch(l); m != nil {
+				ip = m[1]
+			}
+		case strings.HasPrefix(l, "HOSTKEY "):
+			hostKey = strings.TrimSpace(strings.TrimPrefix(l, "HOSTKEY "))
+		}
+	}
+	if ip == "" {
+		return "", "", fmt.Errorf("the guest has no IPv4 address on eth0 (DHCP failed?): %q", out)
+	}
+	if !strings.HasPrefix(hostKey, "ssh-ed25519 ") {
+		return "", "", fmt.Errorf("the guest reported no ed25519 host key: %q", out)
+	}
+	return ip, hostKey, nil
+}
+
+func (s *Session) checkSSH(ctx context.Context) error {
+	c, err := sshclient.Dial(ctx, s.target)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	status, err := sshclient.Exec(ctx, c, sshclient.ExecOptions{Command: "true"})
+	if err != nil {
+		return err
+	}
+	if status != 0 {
+		return fmt.Errorf("`true` exited %d over SSH", status)
+	}
+	return nil
+}
+
+// bootError adds the end of the console log, which is where the guest
+// says what went wrong.
+func (s *Session) bootError(what string, err error) error {
+	if s.machine != nil {
+		select {
+		case <-s.machine.Done():
+			if merr := s.machine.Err(); merr != nil {
+				err = fmt.Errorf("%v (%v)", err, merr)
+			} else {
+				err = fmt.Errorf("%v (the VM exited)", err)
+			}
+		default:
+		}
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+// Target is how to reach the running sandbox over SSH.
+func (s *Session) Target() sshclient.Target { return s.target }
+
+// watch ends the session when the VM ends on its own (the guest powered
+// off, or the hypervisor died) and stops it when the TTL runs out.
+func (s *Session) watch() {
+	var ttl <-chan time.Time
+	if s.Info.ExpiresAt != nil {
+		t := time.NewTimer(time.Until(*s.Info.ExpiresAt))
+		defer t.Stop()
+		ttl = t.C
+	}
+	select {
+	case <-s.machine.Done():
+		if s.beginStop() {
+			reason, detail := sandbox.StopGuest, "the guest powered off"
+			if err := s.machine.Err(); err != nil {
+				reason, detail = sandbox.StopCrashed, err.Error()
+			}
+			s.finish(reason, detail)
+		}
+	case <-ttl:
+		s.Shutdown(sandbox.StopExpired)
+	case <-s.stopped:
+	}
+}
+
+// beginStop marks the session as stopping; only the first caller wins.
+func (s *Session) beginStop() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopping {
+		return false
+	}
+	s.stopping = true
+	return true
+}
+
+// Wait blocks until the session ends: the VM stops on its own, the TTL
+// expires, or ctx is cancelled (a stop request). It returns the reason.
+func (s *Session) Wait(ctx context.Context) string {
+	select {
+	case <-s.stopped:
+	case <-ctx.Done():
+		s.Shutdown(sandbox.StopRequested)
+	}
+	return s.reason
+}
+
+// Shutdown stops the VM: poweroff through SSH first (any guest heyvm
+// boots honours it; an ACPI button needs a daemon in the guest), then the
+// hypervisor's own stop request, then a hard kill.
+func (s *Session) Shutdown(reason string) {
+	if !s.beginStop() {
+		<-s.stopped
+		return
+	}
+	select {
+	case <-s.machine.Done():
+	default:
+		s.gracefulStop()
+	}
+	detail := ""
+	if err := s.machine.Err(); err != nil {
+		detail = err.Error()
+	}
+	s.finish(reason, detail)
+}
+
+func (s *Session) gracefulStop() {
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	if c, err := sshclient.Dial(ctx, s.target); err == nil {
+		sshclient.Exec(ctx, c, sshclient.ExecOptions{Command: "nohup poweroff >/dev/null 2>&1 &"})
+		c.Close()
+	}
+	cancel()
+	if s.waitDone(20 * time.Second) {
+		fmt.Fprintf(s.log, "owner: guest powered off in %s\n", time.Since(start).Round(time.Millisecond))
+		return
+	}
+	fmt.Fprintf(s.log, "owner: guest did not power off; asking the hypervisor\n")
+	ctx, cancel = context.WithTimeout(context.Background(), 2*time.Second)
+	s.machine.RequestStop(ctx)
+	cancel()
+	if s.waitDone(5 * time.Second) {
+		return
+	}
+	fmt.Fprintf(s.log, "owner: forcing the VM off\n")
+	s.machine.Kill()
+	<-s.machine.Done()
+}
+
+func (s *Session) waitDone(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-s.machine.Done():
+		return true
+	case <-t.C:
+		return false
+	}
+}
+
+// finish records why the VM stopped and lets go of the sandbox. Order
+// matters: owner.json goes before the lock, so nobody sees a running
+// sandbox without an owner.
+func (s *Session) finish(reason, detail string) {
+	s.stopOnce.Do(func() {
+		s.reason = reason
+		files := s.sb.Files
+		os.Remove(files.OwnerState())
+		if s.hub != nil {
+			s.hub.close(files.ConsoleSock())
+		}
+		if s.cancel != nil {
+			s.cancel()
+		}
+		sandbox.WriteStopInfo(files, sandbox.StopInfo{At: time.Now().UTC(), Reason: reason, Detail: detail})
+		if s.conLog != nil {
+			fmt.Fprintf(s.conLog, "\n--- heyvm: stopped (%s) at %s ---\n", reason, time.Now().UTC().Format(time.RFC3339))
+			s.conLog.Close()
+		}
+		fmt.Fprintf(s.log, "owner: stopped: %s %s\n", reason, detail)
+		s.lock.Unlock()
+		close(s.stopped)
+	})
+}
+
+// Stopped is closed once the session has ended and let go of the sandbox.
+func (s *Session) Stopped() <-chan struct{} { return s.stopped }
+
+// Reason says why the session ended.
+func (s *Session) Reason() string { return s.reason }

@@ -1,0 +1,287 @@
+package sshclient
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/term"
+)
+
+// Target is where and how to reach one sandbox's sshd.
+type Target struct {
+	Host    string
+	Port    int
+	User    string
+	Signer  ssh.Signer
+	HostKey ssh.PublicKey
+}
+
+// Dial connects and authenticates, honouring ctx for the TCP connect and
+// the handshake.
+func Dial(ctx context.Context, t Target) (*ssh.Client, error) {
+	addr := net.JoinHostPort(t.Host, strconv.Itoa(t.Port))
+	cfg := &ssh.ClientConfig{
+		User:              t.User,
+		Auth:              []ssh.AuthMethod{ssh.PublicKeys(t.Signer)},
+		HostKeyCallback:   checkPinned(t.HostKey),
+		HostKeyAlgorithms: []string{ssh.KeyAlgoED25519},
+		Timeout:           15 * time.Second,
+	}
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("connect to sandbox sshd at %s: %w", addr, err)
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		conn.SetDeadline(dl)
+	}
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+	c, chans, reqs, err := ssh.NewClientConn(conn, addr, cfg)
+	stop()
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("ssh handshake with %s: %w", addr, err)
+	}
+	conn.SetDeadline(time.Time{})
+	return ssh.NewClient(c, chans, reqs), nil
+}
+
+// ExecOptions describe one remote command.
+type ExecOptions struct {
+	Command string // a shell command line, run by the user's shell
+	Stdin   io.Reader
+	Stdout  io.Writer
+	Stderr  io.Writer
+	// ForwardSignals relays SIGINT, SIGTERM, SIGHUP and SIGQUIT received
+	// by this process to the remote command.
+	ForwardSignals bool
+}
+
+// Exec runs a command without a pty and returns its exit status.
+func Exec(ctx context.Context, c *ssh.Client, o ExecOptions) (int, error) {
+	s, err := c.NewSession()
+	if err != nil {
+		return -1, err
+	}
+	defer s.Close()
+	s.Stdout, s.Stderr = o.Stdout, o.Stderr
+	if o.Stdout != nil && o.Stdout == o.Stderr {
+		// The session copies stdout and stderr on two goroutines; one
+		// writer for both must be serialised (and must not be handed to
+		// io.Copy as an io.ReaderFrom, which bytes.Buffer is).
+		w := &lockedWriter{w: o.Stdout}
+		s.Stdout, s.Stderr = w, w
+	}
+	if o.Stdin != nil {
+		// Feed stdin ourselves so EOF closes the remote stdin but a
+		// blocked read never holds up the command's exit.
+		w, err := s.StdinPipe()
+		if err != nil {
+			return -1, err
+		}
+		go func() { io.Copy(w, o.Stdin); w.Close() }()
+	}
+	if o.ForwardSignals {
+		sigs := make(chan os.Signal, 4)
+		signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
+		defer signal.Stop(sigs)
+		go func() {
+			for sig := range sigs {
+				s.Signal(sshSignal(sig))
+			}
+		}()
+	}
+	if err := s.Start(o.Command); err != nil {
+		return -1, err
+	}
+	return waitStatus(ctx, s)
+}
+
+func waitStatus(ctx context.Context, s *ssh.Session) (int, error) {
+	done := make(chan error, 1)
+	go func() { done <- s.Wait() }()
+	var err error
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		s.Signal(ssh.SIGKILL)
+		s.Close()
+		return -1, ctx.Err()
+	}
+	if err == nil {
+		return 0, nil
+	}
+	var ee *ssh.ExitError
+	if errors.As(err, &ee) {
+		if ee.Signal() != "" {
+			return 128 + signalNumber(ee.Signal()), nil
+		}
+		return ee.ExitStatus(), nil
+	}
+	var missing *ssh.ExitMissingError
+	if errors.As(err, &missing) {
+		return 255, errors.New("the connection to the sandbox closed before the command finished")
+	}
+	return -1, err
+}
+
+func sshSignal(sig os.Signal) ssh.Signal {
+	switch sig {
+	case syscall.SIGINT:
+		return ssh.SIGINT
+	case syscall.SIGTERM:
+		return ssh.SIGTERM
+	case syscall.SIGHUP:
+		return ssh.SIGHUP
+	case syscall.SIGQUIT:
+		return ssh.SIGQUIT
+	}
+	return ssh.SIGTERM
+}
+
+func signalNumber(s string) int {
+	switch ssh.Signal(s) {
+	case ssh.SIGHUP:
+		return 1
+	case ssh.SIGINT:
+		return 2
+	case ssh.SIGQUIT:
+		return 3
+	case ssh.SIGKILL:
+		return 9
+	case ssh.SIGTERM:
+		return 15
+	}
+	return 0
+}
+
+// ShellOptions describe an interactive session.
+type ShellOptions struct {
+	Command string // empty for a login shell
+	Stdin   *os.File
+	Stdout  io.Writer
+	Stderr  io.Writer
+}
+
+// Shell runs an interactive session. With a terminal on Stdin it asks for
+// a pty, puts the terminal in raw mode and forwards window-size changes;
+// without one it runs the shell with plain pipes.
+func Shell(ctx context.Context, c *ssh.Client, o ShellOptions) (int, error) {
+	fd := int(o.Stdin.Fd())
+	if !term.IsTerminal(fd) {
+		cmd := o.Command
+		if cmd == "" {
+			cmd = "exec \"${SHELL:-/bin/sh}\" -l"
+		}
+		return Exec(ctx, c, ExecOptions{Command: cmd, Stdin: o.Stdin, Stdout: o.Stdout, Stderr: o.Stderr, ForwardSignals: true})
+	}
+	s, err := c.NewSession()
+	if err != nil {
+		return -1, err
+	}
+	defer s.Close()
+	w, h, err := term.GetSize(fd)
+	if err != nil {
+		w, h = 80, 24
+	}
+	termName := os.Getenv("TERM")
+	if termName == "" {
+		termName = "xterm-256color"
+	}
+	if err := s.RequestPty(termName, h, w, ssh.TerminalModes{ssh.ECHO: 1, ssh.TTY_OP_ISPEED: 14400, ssh.TTY_OP_OSPEED: 14400}); err != nil {
+		return -1, fmt.Errorf("request pty: %w", err)
+	}
+	old, err := term.MakeRaw(fd)
+	if err != nil {
+		return -1, err
+	}
+	defer term.Restore(fd, old)
+	s.Stdout, s.Stderr = o.Stdout, o.Stderr
+	in, err := s.StdinPipe()
+	if err != nil {
+		return -1, err
+	}
+	go func() { io.Copy(in, o.Stdin) }()
+	winch := make(chan os.Signal, 1)
+	signal.Notify(winch, syscall.SIGWINCH)
+	defer signal.Stop(winch)
+	go func() {
+		for range winch {
+			if w, h, err := term.GetSize(fd); err == nil {
+				s.WindowChange(h, w)
+			}
+		}
+	}()
+	if o.Command == "" {
+		err = s.Shell()
+	} else {
+		err = s.Start(o.Command)
+	}
+	if err != nil {
+		return -1, err
+	}
+	return waitStatus(ctx, s)
+}
+
+// ShellQuote quotes one word for a POSIX shell.
+func ShellQuote(s string) string {
+	if s == "" {
+		return "''"
+	}
+	safe := true
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./=:,+@%", r)) {
+			safe = false
+			break
+		}
+	}
+	if safe {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// CommandLine builds the remote command for `heyvm exec`: an optional
+// working directory, user and environment around the quoted argv.
+func CommandLine(argv []string, cwd, user string, env []string) string {
+	var parts []string
+	if cwd != "" {
+		parts = append(parts, "cd "+ShellQuote(cwd)+" &&")
+	}
+	parts = append(parts, "exec")
+	if user != "" && user != "root" {
+		parts = append(parts, "runuser", "-u", ShellQuote(user), "--")
+	}
+	if len(env) > 0 {
+		parts = append(parts, "env")
+		for _, e := range env {
+			parts = append(parts, ShellQuote(e))
+		}
+	}
+	for _, a := range argv {
+		parts = append(parts, ShellQuote(a))
+	}
+	return strings.Join(parts, " ")
+}
+
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
