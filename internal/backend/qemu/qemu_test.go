@@ -1,0 +1,91 @@
+package qemu
+
+import (
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/heyvm/heyvm/internal/backend"
+)
+
+func TestParseUsernetPort(t *testing.T) {
+	out := "VLAN -1 (net0):\r\n  Protocol[State]    FD  Source Address  Port   Dest. Address  Port RecvQ SendQ\r\n" +
+		"  TCP[HOST_FORWARD]  14       127.0.0.1 18080       10.0.2.15    80     0     0\r\n" +
+		"  TCP[HOST_FORWARD]  13       127.0.0.1 41235       10.0.2.15    22     0     0\r\n"
+	if p, err := parseUsernetPort(out, 22); err != nil || p != 41235 {
+		t.Fatalf("got %d, %v", p, err)
+	}
+	if p, err := parseUsernetPort(out, 80); err != nil || p != 18080 {
+		t.Fatalf("got %d, %v", p, err)
+	}
+	if _, err := parseUsernetPort("nothing", 22); err == nil {
+		t.Fatal("no error on empty table")
+	}
+}
+
+func TestChooseAccel(t *testing.T) {
+	native := runtime.GOARCH
+	noVirt := strings.NewReader("processor: 0\nflags\t\t: fpu sse hypervisor\n")
+	cases := []struct {
+		arch, override string
+		opens          bool
+		cpuinfo        string
+		want           string
+	}{
+		{native, "", false, "flags: vmx", "tcg"},
+		{native, "tcg", true, "flags: vmx", "tcg"},
+		{"riscv64", "", true, "flags: vmx", "tcg"},
+	}
+	if runtime.GOARCH == "amd64" {
+		cases = append(cases,
+			struct {
+				arch, override string
+				opens          bool
+				cpuinfo        string
+				want           string
+			}{native, "", true, "flags\t: fpu vmx sse", "kvm"},
+			struct {
+				arch, override string
+				opens          bool
+				cpuinfo        string
+				want           string
+			}{native, "", true, "flags\t: fpu hypervisor", "tcg"}, // kvm_pvm: /dev/kvm opens, no vmx/svm
+		)
+	}
+	for _, c := range cases {
+		got, why, err := chooseAccel(c.arch, c.override, c.opens, strings.NewReader(c.cpuinfo))
+		if err != nil || got != c.want || why == "" {
+			t.Errorf("chooseAccel(%+v) = %s (%s), %v; want %s", c, got, why, err, c.want)
+		}
+	}
+	if _, _, err := chooseAccel(native, "kvm", false, noVirt); err == nil {
+		t.Error("HEYVM_ACCEL=kvm without /dev/kvm accepted")
+	}
+	if _, _, err := chooseAccel(native, "hvf", true, noVirt); err == nil {
+		t.Error("bad override accepted")
+	}
+}
+
+func TestBuildArgs(t *testing.T) {
+	spec := backend.Spec{Name: "box", Arch: "amd64", CPUs: 2, MemoryMiB: 512, Kernel: "/k", Initrd: "/i", Cmdline: "console=hvc0",
+		Disk: "/d,odd", Ports: []backend.PortForward{{HostPort: 18080, GuestPort: 80}}, MAC: "02:00:00:00:00:01",
+		Mounts: []backend.Mount{{Tag: "ws", HostPath: "/h", GuestPath: "/workspace"}}}
+	a := strings.Join(buildArgs(spec, "tcg", []string{"/run/vfs0.sock"}), " ")
+	for _, want := range []string{
+		"-nodefaults", "-machine q35,memory-backend=mem", "-accel tcg,thread=multi", "-smp 2", "-m 512M",
+		"file=/d,,odd,", "hostfwd=tcp:127.0.0.1:0-:22", "hostfwd=tcp:127.0.0.1:18080-:80", "romfile=",
+		"socket,id=con0,fd=3", "virtconsole,chardev=con0", "socket,id=qmp,fd=4", "vhost-user-fs-pci,chardev=vfs0,tag=ws",
+		"memory-backend-memfd,id=mem,size=512M,share=on", "-no-reboot",
+	} {
+		if !strings.Contains(a, want) {
+			t.Errorf("args lack %q:\n%s", want, a)
+		}
+	}
+	if strings.Contains(a, "0.0.0.0") {
+		t.Error("a port is bound on all interfaces")
+	}
+	arm := strings.Join(buildArgs(backend.Spec{Arch: "arm64", CPUs: 1, MemoryMiB: 256}, "tcg", nil), " ")
+	if !strings.Contains(arm, "-machine virt") {
+		t.Errorf("arm64 machine: %s", arm)
+	}
+}

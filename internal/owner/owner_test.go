@@ -1,0 +1,39 @@
+package owner
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/heyvm/heyvm/internal/backend"
+	"github.com/heyvm/heyvm/internal/image"
+	"github.com/heyvm/heyvm/internal/layout"
+	"github.com/heyvm/heyvm/internal/sandbox"
+)
+
+func TestParseProvisionOutput(t *testing.T) {
+	out := "IP 2: eth0    inet 10.0.2.15/24 scope global eth0\\       valid_lft forever\nHOSTKEY ssh-ed25519 AAAAC3Nz root@x\n"
+	ip, key, err := ParseProvisionOutput(out)
+	if err != nil || ip != "10.0.2.15" || key != "ssh-ed25519 AAAAC3Nz root@x" {
+		t.Fatalf("%q %q %v", ip, key, err)
+	}
+	if _, _, err := ParseProvisionOutput("IP \nHOSTKEY ssh-ed25519 A"); err == nil || !strings.Contains(err.Error(), "DHCP") {
+		t.Fatalf("no ip: %v", err)
+	}
+	if _, _, err := ParseProvisionOutput("IP inet 10.0.2.15/24\nHOSTKEY "); err == nil {
+		t.Fatal("no key accepted")
+	}
+}
+
+func TestSpec(t *testing.T) {
+	cfg := &sandbox.Config{Name: "box", CPUs: 2, MemoryMiB: 512, TTL: sandbox.Duration(time.Minute),
+		Mounts: []backend.Mount{{Tag: "ws", HostPath: "/h", GuestPath: "/workspace"}, {Tag: "m1", HostPath: "/r", GuestPath: "/ro", ReadOnly: true}}}
+	im := &image.Image{Dir: "/img", Meta: &image.Metadata{Arch: "amd64", KernelCmdline: "console=hvc0 root=/dev/vda"}}
+	s := Spec(cfg, im, layout.Root{Dir: "/h"}.Sandbox("id"))
+	if s.Cmdline != "console=hvc0 root=/dev/vda heyvm.hostname=box heyvm.mounts=ws:/workspace,m1:/ro:ro" {
+		t.Fatalf("cmdline %q", s.Cmdline)
+	}
+	if s.Disk != "/h/sandboxes/id/rootfs.img" || s.Kernel != "/img/vmlinuz" || s.Arch != "amd64" {
+		t.Fatalf("spec %+v", s)
+	}
+}

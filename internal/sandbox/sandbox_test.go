@@ -1,0 +1,215 @@
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/heyvm/heyvm/internal/fsutil"
+	"github.com/heyvm/heyvm/internal/layout"
+)
+
+func testStore(t *testing.T) Store {
+	return Store{Root: layout.Root{Dir: t.TempDir()}}
+}
+
+func create(t *testing.T, s Store, name string) *Sandbox {
+	t.Helper()
+	sb, err := s.Create(context.Background(), &Config{Name: name, Image: "debian:12", Backend: "qemu", CPUs: 1, MemoryMiB: 256}, func(p string) error {
+		return os.WriteFile(p, []byte("disk"), 0o600)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sb
+}
+
+func TestValidateAndSanitizeName(t *testing.T) {
+	for _, n := range []string{"a", "my-box-1", "x9"} {
+		if err := ValidateName(n); err != nil {
+			t.Errorf("%q: %v", n, err)
+		}
+	}
+	for _, n := range []string{"", "-a", "a-", "A", "a_b", "a.b", "a b", strings.Repeat("a", 64), "a/b"} {
+		if ValidateName(n) == nil {
+			t.Errorf("%q accepted", n)
+		}
+	}
+	for in, want := range map[string]string{"My Repo/feat/x": "my-repo-feat-x", "--": "sandbox", "a__b": "a-b"} {
+		if got := SanitizeName(in); got != want || ValidateName(got) != nil {
+			t.Errorf("SanitizeName(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestConfigRoundTrip(t *testing.T) {
+	s := testStore(t)
+	sb := create(t, s, "box")
+	sb.Config.TTL = Duration(90 * time.Minute)
+	sb.Config.Env = []string{"A=1"}
+	if err := WriteConfig(sb.Files.Config(), sb.Config); err != nil {
+		t.Fatal(err)
+	}
+	c, err := ReadConfig(sb.Files.Config())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.TTL != Duration(90*time.Minute) || c.Name != "box" || c.Env[0] != "A=1" || c.ID != sb.Config.ID {
+		t.Fatalf("round trip: %+v", c)
+	}
+	fi, _ := os.Stat(sb.Files.Config())
+	if fi.Mode().Perm() != 0o600 {
+		t.Fatalf("sandbox.yaml mode %v", fi.Mode())
+	}
+}
+
+func TestLookup(t *testing.T) {
+	s := testStore(t)
+	a := create(t, s, "alpha")
+	b := create(t, s, "beta")
+	if got, err := s.Lookup("alpha"); err != nil || got.Config.ID != a.Config.ID {
+		t.Fatal("by name", err)
+	}
+	if got, err := s.Lookup(b.Config.ID); err != nil || got.Config.Name != "beta" {
+		t.Fatal("by id", err)
+	}
+	if got, err := s.Lookup(b.Config.ID[:8]); err != nil || got.Config.Name != "beta" {
+		t.Fatal("by prefix", err)
+	}
+	if _, err := s.Lookup("nope"); !errors.Is(err, ErrNotFound) {
+		t.Fatal("unknown", err)
+	}
+	// Force an ambiguous prefix.
+	c := create(t, s, "gamma")
+	os.Rename(c.Files.Dir, s.Root.Sandbox(a.Config.ID[:4]+"ffffffff").Dir)
+	c.Config.ID = a.Config.ID[:4] + "ffffffff"
+	WriteConfig(s.Root.Sandbox(c.Config.ID).Config(), c.Config)
+	if _, err := s.Lookup(a.Config.ID[:4]); err == nil || !strings.Contains(err.Error(), "ambiguous") {
+		t.Fatalf("ambiguous: %v", err)
+	}
+}
+
+func TestCorruptConfigDoesNotHideOthers(t *testing.T) {
+	s := testStore(t)
+	good := create(t, s, "good")
+	bad := create(t, s, "bad")
+	b, _ := os.ReadFile(bad.Files.Config())
+	os.WriteFile(bad.Files.Config(), b[:10], 0o600) // truncated
+	all, broken, err := s.List()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all) != 1 || all[0].Config.ID != good.Config.ID {
+		t.Fatalf("good sandbox not listed: %v", all)
+	}
+	if len(broken) != 1 || !strings.Contains(broken[0].Err.Error(), bad.Files.Config()) {
+		t.Fatalf("broken not reported with its file: %+v", broken)
+	}
+	if _, err := s.Lookup(bad.Config.ID); err == nil || !strings.Contains(err.Error(), "sandbox.yaml") {
+		t.Fatalf("lookup of broken: %v", err)
+	}
+}
+
+func TestCreateIsAtomicAndNamesUnique(t *testing.T) {
+	s := testStore(t)
+	_, err := s.Create(context.Background(), &Config{Name: "x", Image: "i", Backend: "qemu"}, func(string) error {
+		return errors.New("disk full")
+	})
+	if err == nil {
+		t.Fatal("failure not reported")
+	}
+	if des, _ := os.ReadDir(s.Root.SandboxesDir()); len(des) != 1 || des[0].Name() != ".store.lock" {
+		t.Fatalf("half sandbox left: %v", des)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := s.Create(context.Background(), &Config{Name: "same", Image: "i", Backend: "qemu"}, func(p string) error {
+				return os.WriteFile(p, nil, 0o600)
+			})
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	ok := 0
+	for err := range errs {
+		if err == nil {
+			ok++
+		} else if !strings.Contains(err.Error(), "already exists") {
+			t.Errorf("unexpected error: %v", err)
+		}
+	}
+	if ok != 1 {
+		t.Fatalf("%d creates of the same name succeeded", ok)
+	}
+}
+
+func TestStateFollowsTheLockNotTheFile(t *testing.T) {
+	s := testStore(t)
+	sb := create(t, s, "box")
+	st, err := ReadState(sb.Files)
+	if err != nil || st.Status != Stopped {
+		t.Fatalf("new sandbox: %+v %v", st, err)
+	}
+	lock, err := fsutil.TryLock(sb.Files.OwnerLock())
+	if err != nil {
+		t.Fatal(err)
+	}
+	lock.WriteOwnerPID(os.Getpid())
+	if st, _ := ReadState(sb.Files); st.Status != Starting {
+		t.Fatalf("locked without owner.json: %v", st.Status)
+	}
+	WriteOwnerInfo(sb.Files, OwnerInfo{PID: os.Getpid(), SSHHost: "127.0.0.1", SSHPort: 2222, StartedAt: time.Now()})
+	if st, _ := ReadState(sb.Files); st.Status != Running || st.Owner.SSHPort != 2222 {
+		t.Fatalf("running: %+v", st)
+	}
+	if held, pid, _ := fsutil.HolderPID(sb.Files.OwnerLock()); !held || pid != os.Getpid() {
+		t.Fatalf("holder: %v %d", held, pid)
+	}
+	// The owner dies without cleaning up: its lock goes, owner.json stays.
+	lock.Unlock()
+	st, _ = ReadState(sb.Files)
+	if st.Status != Stopped || st.LastStop == nil || st.LastStop.Reason != StopCrashed {
+		t.Fatalf("after owner death: %+v", st)
+	}
+	if _, err := os.Stat(sb.Files.OwnerState()); !errors.Is(err, os.ErrNotExist) {
+		t.Fatal("stale owner.json not removed")
+	}
+}
+
+func TestLockWaits(t *testing.T) {
+	p := t.TempDir() + "/l"
+	l, err := fsutil.TryLock(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fsutil.TryLock(p); !errors.Is(err, fsutil.ErrLocked) {
+		t.Fatal("second TryLock succeeded")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := fsutil.LockContext(ctx, p); err == nil {
+		t.Fatal("LockContext should time out")
+	}
+	go func() { time.Sleep(20 * time.Millisecond); l.Unlock() }()
+	start := time.Now()
+	if err := fsutil.WaitUnlocked(context.Background(), p); err != nil {
+		t.Fatal(err)
+	}
+	if time.Since(start) > 2*time.Second {
+		t.Fatal("wait did not wake on release")
+	}
+	l2, err := fsutil.LockContext(context.Background(), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l2.Unlock()
+}
