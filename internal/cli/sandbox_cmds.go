@@ -27,6 +27,7 @@ func addSandboxCommands(root *cobra.Command, ios IO) {
 		newCreateCmd(ios), newStartCmd(ios), newStopCmd(ios), newRestartCmd(ios), newRmCmd(ios),
 		newListCmd(ios), newGetCmd(ios), newExecCmd(ios), newShCmd(ios), newSSHConfigCmd(ios),
 		newTestVMCmd(ios, "test-vm", ""), newBackendsCmd(ios), newOwnerCmd(),
+		newWtCmd(ios), newConsoleCmd(ios), newLogsCmd(ios),
 	)
 }
 
@@ -60,6 +61,8 @@ type CreateOptions struct {
 	TTL         time.Duration
 	PrintID     bool
 	Workspace   *sandbox.Workspace
+	MountSpecs  []string // --mount, parsed into Mounts by validate
+	PortSpecs   []string // --port, parsed into Ports by validate
 }
 
 func (o *CreateOptions) validate() error {
@@ -80,6 +83,27 @@ func (o *CreateOptions) validate() error {
 			return fmt.Errorf("--env %q is not KEY=VALUE", e)
 		}
 	}
+	for _, spec := range o.MountSpecs {
+		m, err := sandbox.ParseMount(spec, len(o.Mounts))
+		if err != nil {
+			return err
+		}
+		o.Mounts = append(o.Mounts, m)
+	}
+	o.MountSpecs = nil
+	seen := map[int]bool{}
+	for _, spec := range o.PortSpecs {
+		p, err := sandbox.ParsePort(spec)
+		if err != nil {
+			return err
+		}
+		if seen[p.HostPort] {
+			return fmt.Errorf("--port: host port %d is given twice", p.HostPort)
+		}
+		seen[p.HostPort] = true
+		o.Ports = append(o.Ports, p)
+	}
+	o.PortSpecs = nil
 	if o.Name != "" {
 		return sandbox.ValidateName(o.Name)
 	}
@@ -117,6 +141,8 @@ func newCreateCmd(ios IO) *cobra.Command {
 	cmd.Flags().DurationVar(&o.TTL, "ttl", 0, "stop the sandbox after this long (e.g. 90m)")
 	cmd.Flags().IntVar(&ttlSeconds, "ttl-seconds", 0, "like --ttl, in seconds")
 	cmd.Flags().BoolVar(&o.PrintID, "print-id", false, "print only the id")
+	cmd.Flags().StringArrayVar(&o.MountSpecs, "mount", nil, "share a host directory: HOST:GUEST[:ro] (repeatable)")
+	cmd.Flags().StringArrayVar(&o.PortSpecs, "port", nil, "forward 127.0.0.1:HOST to the guest: GUEST or HOST:GUEST (repeatable)")
 	return cmd
 }
 
@@ -386,6 +412,14 @@ func newExecCmd(ios IO) *cobra.Command {
 		Args:  cobra.MinimumNArgs(2),
 		RunE: func(c *cobra.Command, args []string) error {
 			o.Ref, o.Argv = args[0], args[1:]
+			// Flags stop at the sandbox id, so cobra keeps the "--" that
+			// separates the command; it is not part of the command.
+			if len(o.Argv) > 0 && o.Argv[0] == "--" {
+				o.Argv = o.Argv[1:]
+			}
+			if len(o.Argv) == 0 {
+				return fmt.Errorf("no command given: use `heyvm exec %s -- CMD...`", o.Ref)
+			}
 			code, err := RunExec(c.Context(), ios, o)
 			if err != nil {
 				return err

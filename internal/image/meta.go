@@ -39,6 +39,8 @@ type BuildInfo struct {
 	Modules  []string      `yaml:"initramfs_modules" json:"initramfs_modules"`
 	Duration time.Duration `yaml:"duration" json:"duration"`
 	Tool     string        `yaml:"tool" json:"tool"`
+	// RecipeHash identifies the recipe version that built the image.
+	RecipeHash string `yaml:"recipe_hash" json:"recipe_hash"`
 }
 
 // Files are the files every image holds besides image.yaml.

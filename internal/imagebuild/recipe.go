@@ -7,14 +7,18 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"embed"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strings"
 	"syscall"
 	"time"
@@ -36,8 +40,25 @@ func GuestFile(name string) []byte {
 	return b
 }
 
-// Packages are installed on top of debootstrap's minbase variant.
-var Packages = []string{"openssh-server", "busybox-static", "e2fsprogs"}
+// Packages are installed on top of debootstrap's minbase variant. git is
+// there because `heyvm wt` sandboxes work on a mounted git worktree.
+var Packages = []string{"openssh-server", "busybox-static", "e2fsprogs", "git"}
+
+// RecipeHash identifies this recipe: the guest files, the packages, the
+// initramfs modules and the kernel command line. image.yaml records it,
+// so an image built by an older recipe can be told apart.
+func RecipeHash() string {
+	h := sha256.New()
+	names, _ := fs.Glob(guestFiles, "guest/*")
+	sort.Strings(names)
+	for _, n := range names {
+		b, _ := guestFiles.ReadFile(n)
+		fmt.Fprintf(h, "%s %d\n", n, len(b))
+		h.Write(b)
+	}
+	fmt.Fprintf(h, "%v %v %s", Packages, InitramfsModules, KernelCmdline)
+	return hex.EncodeToString(h.Sum(nil))[:16]
+}
 
 // DefaultMirror is Debian's own redirector; HEYVM_DEBIAN_MIRROR overrides it.
 const DefaultMirror = "http://deb.debian.org/debian"
@@ -267,13 +288,14 @@ func buildInto(ctx context.Context, o Options, arch, out string) (*image.Metadat
 		RootfsSize:    o.RootfsSize,
 		Created:       time.Now().UTC().Truncate(time.Second),
 		Build: image.BuildInfo{
-			Recipe:   "debootstrap --variant=minbase",
-			Suite:    o.Suite,
-			Mirror:   o.Mirror,
-			Packages: append([]string(nil), Packages...),
-			Kernel:   kpkg,
-			Modules:  modules,
-			Tool:     "heyvm images build-default",
+			Recipe:     "debootstrap --variant=minbase",
+			Suite:      o.Suite,
+			Mirror:     o.Mirror,
+			Packages:   append([]string(nil), Packages...),
+			Kernel:     kpkg,
+			Modules:    modules,
+			Tool:       "heyvm images build-default",
+			RecipeHash: RecipeHash(),
 		},
 		SHA256: sums,
 	}, nil
@@ -356,6 +378,7 @@ func configureGuest(root string) error {
 		{"etc/heyvm/udhcpc.script", 0o755, GuestFile("udhcpc.script")},
 		{"etc/ssh/sshd_config.d/heyvm.conf", 0o644, GuestFile("sshd_config")},
 		{"etc/profile.d/heyvm-ready.sh", 0o644, GuestFile("ready.sh")},
+		{"etc/gitconfig", 0o644, GuestFile("gitconfig")},
 		{"etc/hostname", 0o644, []byte("heyvm\n")},
 		{"etc/hosts", 0o644, []byte("127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n")},
 		// debootstrap copies the build host's resolver; the guest gets its

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"regexp"
 	"strings"
@@ -112,6 +113,11 @@ func Boot(ctx context.Context, o BootOptions) (*Session, error) {
 	}
 	fmt.Fprintf(s.conLog, "\n--- heyvm: boot of %s at %s ---\n", cfg.Name, time.Now().UTC().Format(time.RFC3339))
 
+	for _, p := range cfg.Ports {
+		if err := portFree(p.HostPort); err != nil {
+			return fail(err)
+		}
+	}
 	// The machine lives until Shutdown cancels this, not until ctx ends:
 	// ctx only bounds the boot.
 	mctx, cancel := context.WithCancel(context.Background())
@@ -398,3 +404,13 @@ func (s *Session) Stopped() <-chan struct{} { return s.stopped }
 
 // Reason says why the session ended.
 func (s *Session) Reason() string { return s.reason }
+
+// portFree fails with a clear message if 127.0.0.1:port is taken. qemu
+// would fail too, later and less clearly.
+func portFree(port int) error {
+	l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		return fmt.Errorf("port 127.0.0.1:%d is already in use: pick another host port with --port HOST:GUEST", port)
+	}
+	return l.Close()
+}

@@ -1,6 +1,7 @@
 package sshclient
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -92,20 +93,87 @@ func Exec(ctx context.Context, c *ssh.Client, o ExecOptions) (int, error) {
 		}
 		go func() { io.Copy(w, o.Stdin); w.Close() }()
 	}
+	command := o.Command
 	if o.ForwardSignals {
+		// sshd may ignore "signal" channel requests (Debian's 9.2 does),
+		// so heyvm delivers signals itself: the remote shell first reports
+		// its pid, which is also its process group (sshd makes each
+		// session a new session), and a host signal becomes a kill of
+		// that group from a second session on the same connection.
+		pf := &pidFilter{w: s.Stderr, ready: make(chan struct{})}
+		if pf.w == nil {
+			pf.w = io.Discard
+		}
+		s.Stderr = pf
+		command = "echo " + pidMarker + "$$ >&2; " + command
 		sigs := make(chan os.Signal, 4)
 		signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
 		defer signal.Stop(sigs)
 		go func() {
 			for sig := range sigs {
-				s.Signal(sshSignal(sig))
+				select {
+				case <-pf.ready:
+				case <-ctx.Done():
+					return
+				}
+				if pf.pid > 0 {
+					signalGroup(c, pf.pid, sshSignal(sig))
+				}
 			}
 		}()
 	}
-	if err := s.Start(o.Command); err != nil {
+	if err := s.Start(command); err != nil {
 		return -1, err
 	}
 	return waitStatus(ctx, s)
+}
+
+const pidMarker = "HEYVM-PGID "
+
+// signalGroup sends sig to a remote process group.
+func signalGroup(c *ssh.Client, pgid int, sig ssh.Signal) {
+	s, err := c.NewSession()
+	if err != nil {
+		return
+	}
+	defer s.Close()
+	s.Run(fmt.Sprintf("kill -%s -- -%d", sig, pgid))
+}
+
+// pidFilter takes the pid line off the front of the remote stderr and
+// passes everything after it through untouched.
+type pidFilter struct {
+	w     io.Writer
+	head  []byte
+	done  bool
+	pid   int
+	ready chan struct{}
+}
+
+func (f *pidFilter) Write(p []byte) (int, error) {
+	if f.done {
+		return f.w.Write(p)
+	}
+	n := len(p)
+	f.head = append(f.head, p...)
+	i := bytes.IndexByte(f.head, '\n')
+	if i < 0 && len(f.head) < 64 {
+		return n, nil
+	}
+	f.done = true
+	rest := f.head
+	if i >= 0 && bytes.HasPrefix(f.head, []byte(pidMarker)) {
+		f.pid, _ = strconv.Atoi(string(f.head[len(pidMarker):i]))
+		rest = f.head[i+1:]
+	}
+	close(f.ready)
+	f.head = nil
+	if len(rest) > 0 {
+		if _, err := f.w.Write(rest); err != nil {
+			return 0, err
+		}
+	}
+	return n, nil
 }
 
 func waitStatus(ctx context.Context, s *ssh.Session) (int, error) {

@@ -67,3 +67,21 @@ func TestManagedKeyAndPinning(t *testing.T) {
 		t.Fatalf("other key accepted: %v", err)
 	}
 }
+
+func TestPIDFilter(t *testing.T) {
+	var out strings.Builder
+	f := &pidFilter{w: &out, ready: make(chan struct{})}
+	for _, chunk := range []string{"HEYVM-", "PGID 42", "3\nreal ", "stderr\n"} {
+		f.Write([]byte(chunk))
+	}
+	<-f.ready
+	if f.pid != 423 || out.String() != "real stderr\n" {
+		t.Fatalf("pid %d out %q", f.pid, out.String())
+	}
+	out.Reset()
+	g := &pidFilter{w: &out, ready: make(chan struct{})}
+	g.Write([]byte("no marker here\n"))
+	if g.pid != 0 || out.String() != "no marker here\n" {
+		t.Fatalf("unmarked stderr: %d %q", g.pid, out.String())
+	}
+}

@@ -3,5 +3,6 @@
 package all
 
 import (
+	_ "github.com/heyvm/heyvm/internal/backend/applevirt"
 	_ "github.com/heyvm/heyvm/internal/backend/qemu"
 )

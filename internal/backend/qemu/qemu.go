@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package qemu is heyvm's Linux backend: qemu-system with KVM when it
 // truly works, TCG otherwise, and Debian's virtiofsd for shared folders.
 package qemu
@@ -21,9 +23,6 @@ import (
 
 	"github.com/heyvm/heyvm/internal/backend"
 )
-
-// Name is the backend's registry name.
-const Name = "qemu"
 
 // VirtiofsdPath is where Debian's QEMU ships the C virtiofsd.
 var VirtiofsdPath = "/usr/lib/qemu/virtiofsd"

@@ -1,0 +1,4 @@
+package qemu
+
+// Name is the backend's registry name.
+const Name = "qemu"

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# heyvm's whole test suite: static checks, the macOS cross-build, unit
+# tests and (as root, with qemu installed) integration tests on real VMs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+echo "== gofmt"
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+if [ -n "$unformatted" ]; then echo "gofmt would change: $unformatted"; exit 1; fi
+echo "== go vet"
+go vet ./...
+echo "== darwin/arm64 build of the shared code"
+GOOS=darwin GOARCH=arm64 CGO_ENABLED=0 go build ./...
+echo "== go test"
+# The integration tests share one image build per machine.
+export HEYVM_TEST_IMAGE_CACHE="${HEYVM_TEST_IMAGE_CACHE:-/var/tmp/heyvm-test-cache}"
+go test -count=1 -timeout 60m -v ./... 2>&1 | tee /tmp/heyvm-test.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic|integration:)|skipping' 
+exit "${PIPESTATUS[0]}"
