@@ -29,11 +29,7 @@ func newConsoleCmd(ios IO) *cobra.Command {
 			"the VM keeps running.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			e, err := openEnv()
-			if err != nil {
-				return err
-			}
-			sb, err := e.lookup(args[0])
+			_, sb, err := openSandbox(args[0])
 			if err != nil {
 				return err
 			}

@@ -214,12 +214,14 @@ func RunBuildDefault(ctx context.Context, ios IO, o BuildDefaultOptions) (*image
 	if err != nil {
 		return nil, err
 	}
-	arch, err := image.NormalizeArch(o.Arch)
-	if err != nil {
-		return nil, err
+	arch := image.BackendArch(st.Backend)
+	if o.Arch != "" {
+		if arch, err = image.NormalizeArch(o.Arch); err != nil {
+			return nil, err
+		}
 	}
 	if !o.Force {
-		if im, err := st.Resolve(image.DefaultNameFor(arch)); err == nil {
+		if im, err := st.Resolve(image.DefaultNameFor(st.Backend, arch)); err == nil {
 			fmt.Fprintf(ios.ErrOut, "image %s is already built (%s); use --force to rebuild\n", im.Name, im.Dir)
 			return im, nil
 		}

@@ -105,11 +105,7 @@ func newGetCmd(ios IO) *cobra.Command {
 	cmd := &cobra.Command{
 		Use: "get ID", Short: "Show one sandbox", Args: cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			e, err := openEnv()
-			if err != nil {
-				return err
-			}
-			sb, err := e.lookup(args[0])
+			_, sb, err := openSandbox(args[0])
 			if err != nil {
 				return err
 			}

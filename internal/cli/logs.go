@@ -17,11 +17,7 @@ func newLogsCmd(ios IO) *cobra.Command {
 	cmd := &cobra.Command{
 		Use: "logs ID", Short: "Show a sandbox's console log (or, with --owner, its owner log)", Args: cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			e, err := openEnv()
-			if err != nil {
-				return err
-			}
-			sb, err := e.lookup(args[0])
+			_, sb, err := openSandbox(args[0])
 			if err != nil {
 				return err
 			}

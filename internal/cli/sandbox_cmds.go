@@ -26,7 +26,7 @@ func addSandboxCommands(root *cobra.Command, ios IO) {
 	root.AddCommand(
 		newCreateCmd(ios), newStartCmd(ios), newStopCmd(ios), newRestartCmd(ios), newRmCmd(ios),
 		newListCmd(ios), newGetCmd(ios), newExecCmd(ios), newShCmd(ios), newSSHConfigCmd(ios),
-		newTestVMCmd(ios, "test-vm", ""), newBackendsCmd(ios), newOwnerCmd(),
+		newTestVMCmd(ios, "test-vm", ""), newTestVMCmd(ios, "test-apple-virt", "apple_virt"), newBackendsCmd(ios), newOwnerCmd(),
 		newWtCmd(ios), newConsoleCmd(ios), newLogsCmd(ios),
 	)
 }
@@ -46,6 +46,16 @@ func openEnv() (env, error) {
 }
 
 func (e env) lookup(ref string) (*sandbox.Sandbox, error) { return e.store.Lookup(ref) }
+
+// openSandbox opens the state root and finds the sandbox ref names.
+func openSandbox(ref string) (env, *sandbox.Sandbox, error) {
+	e, err := openEnv()
+	if err != nil {
+		return env{}, nil, err
+	}
+	sb, err := e.lookup(ref)
+	return e, sb, err
+}
 
 // CreateOptions are the flags of `heyvm create`.
 type CreateOptions struct {
@@ -221,11 +231,7 @@ func newStartCmd(ios IO) *cobra.Command {
 	return &cobra.Command{
 		Use: "start ID", Short: "Start a stopped sandbox in the background", Args: cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			e, err := openEnv()
-			if err != nil {
-				return err
-			}
-			sb, err := e.lookup(args[0])
+			e, sb, err := openSandbox(args[0])
 			if err != nil {
 				return err
 			}
@@ -249,11 +255,7 @@ func newStopCmd(ios IO) *cobra.Command {
 	return &cobra.Command{
 		Use: "stop ID", Short: "Stop a sandbox (its disk is kept)", Args: cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			e, err := openEnv()
-			if err != nil {
-				return err
-			}
-			sb, err := e.lookup(args[0])
+			_, sb, err := openSandbox(args[0])
 			if err != nil {
 				return err
 			}
@@ -275,11 +277,7 @@ func newRestartCmd(ios IO) *cobra.Command {
 	return &cobra.Command{
 		Use: "restart ID", Short: "Stop and start a sandbox", Args: cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			e, err := openEnv()
-			if err != nil {
-				return err
-			}
-			sb, err := e.lookup(args[0])
+			e, sb, err := openSandbox(args[0])
 			if err != nil {
 				return err
 			}
@@ -468,11 +466,7 @@ func newShCmd(ios IO) *cobra.Command {
 	return &cobra.Command{
 		Use: "sh ID", Short: "Open an interactive shell in a sandbox", Args: cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			e, err := openEnv()
-			if err != nil {
-				return err
-			}
-			sb, err := e.lookup(args[0])
+			e, sb, err := openSandbox(args[0])
 			if err != nil {
 				return err
 			}
@@ -510,11 +504,7 @@ func newSSHConfigCmd(ios IO) *cobra.Command {
 	return &cobra.Command{
 		Use: "ssh-config ID", Short: "Print an OpenSSH Host block for a running sandbox", Args: cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			e, err := openEnv()
-			if err != nil {
-				return err
-			}
-			sb, err := e.lookup(args[0])
+			e, sb, err := openSandbox(args[0])
 			if err != nil {
 				return err
 			}

@@ -100,7 +100,7 @@ func RunTestVM(ctx context.Context, ios IO, backendName string, detach bool) err
 			return err
 		}()
 	} else {
-		err = RunForeground(ctx, e, sb, func(s *owner.Session) error {
+		err = RunForeground(ctx, ctx, e, sb, func(s *owner.Session) error {
 			accel = s.Info.Accelerator
 			return check(s.Target())
 		})
@@ -124,13 +124,15 @@ func RunTestVM(ctx context.Context, ios IO, backendName string, detach bool) err
 
 // RunForeground boots the sandbox inside this process, runs fn, and shuts
 // the VM down when fn returns (or when this process is told to stop).
-func RunForeground(ctx context.Context, e env, sb *sandbox.Sandbox, fn func(*owner.Session) error) error {
+// bootCtx bounds only the boot (Ctrl-C while booting cancels it); ctx
+// bounds the whole session.
+func RunForeground(ctx, bootCtx context.Context, e env, sb *sandbox.Sandbox, fn func(*owner.Session) error) error {
 	logf, err := os.OpenFile(sb.Files.OwnerLog(), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		return err
 	}
 	defer logf.Close()
-	s, err := bootLocked(ctx, e, sb, logf)
+	s, err := bootLocked(bootCtx, e, sb, logf)
 	if err != nil {
 		return err
 	}

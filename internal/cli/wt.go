@@ -142,8 +142,7 @@ func RunWt(ctx context.Context, ios IO, o *WtOptions) error {
 	bctx, stop := signal.NotifyContext(ctx, os.Interrupt)
 	defer stop()
 	var code int
-	err = RunForeground(bctx, e, sb, func(s *owner.Session) error {
-		stop()
+	err = RunForeground(ctx, bctx, e, sb, func(s *owner.Session) error {
 		c, err := sshclient.Dial(ctx, s.Target())
 		if err != nil {
 			return err

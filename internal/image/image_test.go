@@ -50,15 +50,18 @@ func TestNormalizeArch(t *testing.T) {
 	if _, err := NormalizeArch("mips"); err == nil {
 		t.Error("mips accepted")
 	}
-	if DefaultNameFor(NativeArch()) != DefaultName {
+	if DefaultNameFor("qemu", NativeArch()) != DefaultName || DefaultNameFor("apple_virt", "arm64") != DefaultName {
 		t.Error("native default name should be plain")
 	}
 	foreign := "arm64"
 	if NativeArch() == "arm64" {
 		foreign = "amd64"
 	}
-	if got := DefaultNameFor(foreign); got != DefaultName+"-"+foreign {
-		t.Errorf("DefaultNameFor(%s) = %s", foreign, got)
+	if got := DefaultNameFor("qemu", foreign); got != DefaultName+"-"+foreign {
+		t.Errorf("DefaultNameFor(qemu, %s) = %s", foreign, got)
+	}
+	if got := DefaultNameFor("apple_virt", "amd64"); got != DefaultName+"-amd64" {
+		t.Errorf("DefaultNameFor(apple_virt, amd64) = %s", got)
 	}
 }
 

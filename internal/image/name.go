@@ -91,11 +91,22 @@ func NormalizeArch(arch string) (string, error) {
 	return "", fmt.Errorf("unsupported architecture %q: use amd64 or arm64", arch)
 }
 
-// DefaultNameFor is the canonical default image name for arch. The native
-// architecture gets the plain name; a foreign one carries its arch, so an
-// arm64 image built on an amd64 host never shadows the one the host boots.
-func DefaultNameFor(arch string) string {
-	if arch == NativeArch() {
+// BackendArch is the guest architecture a backend runs natively:
+// apple_virt runs arm64 guests only, qemu matches the host.
+func BackendArch(backend string) string {
+	if backend == "apple_virt" {
+		return "arm64"
+	}
+	return NativeArch()
+}
+
+// DefaultNameFor is the canonical default image name for a backend and
+// arch. The backend's native architecture gets the plain name; a foreign
+// one carries its arch, so an arm64 image built for qemu on an amd64 host
+// never shadows the one the host boots. An image built for apple_virt on
+// Linux is plain debian:12, ready to copy to a Mac.
+func DefaultNameFor(backend, arch string) string {
+	if arch == BackendArch(backend) {
 		return DefaultName
 	}
 	return DefaultName + "-" + arch

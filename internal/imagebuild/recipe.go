@@ -18,6 +18,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"sort"
 	"strings"
 	"syscall"
@@ -106,7 +107,7 @@ func Build(ctx context.Context, o Options) (*image.Image, error) {
 		return nil, err
 	}
 	if o.Name == "" {
-		o.Name = image.DefaultNameFor(arch)
+		o.Name = image.DefaultNameFor(o.Store.Backend, arch)
 	}
 	if o.Progress == nil {
 		o.Progress = nopProgress{}
@@ -159,6 +160,9 @@ func Build(ctx context.Context, o Options) (*image.Image, error) {
 
 // checkHost fails early, with what to install, when the host lacks a tool.
 func checkHost(arch string) error {
+	if runtime.GOOS != "linux" {
+		return errors.New("images are built on Linux (debootstrap needs it): on a Linux machine run `sudo heyvm images build-default --backend apple_virt`, then copy its ~/.heyo/images/apple_virt/debian:12 directory to the same place here")
+	}
 	if os.Geteuid() != 0 {
 		return errors.New("building an image needs root (debootstrap works in a chroot): run `sudo heyvm images build-default`, with HEYO_HOME set if the image should land outside root's home")
 	}

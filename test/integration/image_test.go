@@ -145,4 +145,8 @@ func TestImagesCommands(t *testing.T) {
 	fails(t, env, "contains '/'", "images", "inspect", "a/b")
 	fails(t, env, "not found", "images", "inspect", "nosuch:1")
 	fails(t, env, "alias", "images", "rm", "default")
+	// A sandbox made from the image protects it (no --force here: the
+	// test home shares the cached image).
+	writeFakeSandbox(t, env, "use000000000", "id: use000000000\nname: user\nimage: debian:12\nbackend: qemu\n")
+	fails(t, env, "used by sandbox(es) user", "images", "rm", image.DefaultName)
 }

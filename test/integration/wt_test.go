@@ -220,10 +220,10 @@ func TestWtInteractive(t *testing.T) {
 	command := fmt.Sprintf("cd %s && %s wt feat/demo --memory 512; echo WT-EXIT-$?; sleep 600", repo, heyvmBin)
 	s := newTmux(t, env, command)
 	s.waitFor("/workspace#", 90*time.Second)
-	s.send("pwd; cat README; git status --short --branch | head -1; echo made-in-vm > from-vm.txt; git add from-vm.txt; git -c user.name=vm -c user.email=vm@vm commit -qm vm-commit && echo COMMITTED")
+	s.send("stty size; pwd; cat README; git status --short --branch | head -1; echo made-in-vm > from-vm.txt; git add from-vm.txt; git -c user.name=vm -c user.email=vm@vm commit -qm vm-commit && echo COMMIT''TED")
 	s.waitFor("COMMITTED", 30*time.Second)
 	screen := s.screen()
-	if !strings.Contains(screen, "\n/workspace\n") || !strings.Contains(screen, "## feat/demo") {
+	if !(strings.Contains(screen, "\n40 160\n") || strings.Contains(screen, "\n39 160\n")) || !strings.Contains(screen, "\n/workspace\n") || !strings.Contains(screen, "## feat/demo") {
 		t.Fatalf("shell not on the worktree:\n%s", screen)
 	}
 	s.send("exit")
@@ -242,9 +242,9 @@ func TestWtInteractive(t *testing.T) {
 	// Again: the same sandbox boots, with the file and the guest's own disk state.
 	s2 := newTmux(t, env, fmt.Sprintf("cd %s && %s wt feat/demo; echo WT-EXIT-$?; sleep 600", repo, heyvmBin))
 	s2.waitFor("/workspace#", 90*time.Second)
-	s2.send("cat from-vm.txt; exit")
+	s2.send("cat from-vm.txt; echo SECOND-''SHELL; exit")
 	s2.waitFor("WT-EXIT-0", 60*time.Second)
-	if !strings.Contains(s2.screen(), "made-in-vm") {
+	if !strings.Contains(s2.screen(), "made-in-vm\nSECOND-SHELL") {
 		t.Fatalf("second wt:\n%s", s2.screen())
 	}
 	// --detach keeps it running; sh gets back in.

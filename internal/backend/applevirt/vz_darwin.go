@@ -1,0 +1,284 @@
+//go:build darwin && arm64 && cgo
+
+package applevirt
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/Code-Hex/vz/v3"
+	"golang.org/x/sys/unix"
+
+	"github.com/heyvm/heyvm/internal/backend"
+	"github.com/heyvm/heyvm/internal/layout"
+)
+
+func init() { backend.Register(Backend{}) }
+
+// Backend runs machines with Virtualization.framework.
+type Backend struct{}
+
+func (Backend) Name() string { return Name }
+
+func (Backend) Available() error {
+	v, err := unix.Sysctl("kern.osproductversion")
+	if err != nil {
+		return fmt.Errorf("cannot read the macOS version: %w", err)
+	}
+	return CheckMacOSVersion(v)
+}
+
+// Start boots the machine inside this process: a VZ virtual machine
+// cannot outlive the process that made it, so it dies with its owner.
+func (b Backend) Start(ctx context.Context, spec backend.Spec) (backend.Machine, error) {
+	if err := b.Available(); err != nil {
+		return nil, err
+	}
+	kernel, err := BootableKernel(spec.Kernel, filepath.Join(filepath.Dir(spec.Kernel), layout.ImageKernelRaw))
+	if err != nil {
+		return nil, err
+	}
+	plan, err := BuildPlan(spec, kernel)
+	if err != nil {
+		return nil, err
+	}
+	// Console: two pipes, guest side handed to VZ, host side read by the
+	// owner's console driver.
+	guestIn, hostOut, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	hostIn, guestOut, err := os.Pipe()
+	if err != nil {
+		guestIn.Close()
+		hostOut.Close()
+		return nil, err
+	}
+	cfg, err := configure(plan, guestIn, guestOut)
+	if err != nil {
+		closeAll(guestIn, hostOut, hostIn, guestOut)
+		return nil, EntitlementHint(err)
+	}
+	vm, err := vz.NewVirtualMachine(cfg)
+	if err != nil {
+		closeAll(guestIn, hostOut, hostIn, guestOut)
+		return nil, EntitlementHint(err)
+	}
+	m := &machine{vm: vm, console: &pipeConsole{r: hostIn, w: hostOut}, done: make(chan struct{}), files: []*os.File{guestIn, hostOut, hostIn, guestOut}}
+	if err := vm.Start(); err != nil {
+		m.close()
+		return nil, EntitlementHint(fmt.Errorf("start the VM: %w", err))
+	}
+	go m.watch()
+	go func() {
+		select {
+		case <-ctx.Done():
+			m.Kill()
+		case <-m.done:
+		}
+	}()
+	return m, nil
+}
+
+// configure maps the plan onto VZ objects, one to one.
+func configure(p *Plan, consoleIn, consoleOut *os.File) (*vz.VirtualMachineConfiguration, error) {
+	boot, err := vz.NewLinuxBootLoader(p.Kernel, vz.WithCommandLine(p.Cmdline), vz.WithInitrd(p.Initrd))
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := vz.NewVirtualMachineConfiguration(boot, p.CPUs, p.MemoryBytes)
+	if err != nil {
+		return nil, err
+	}
+
+	idData, err := LoadOrCreate(p.MachineIdentifierPath, func() ([]byte, error) {
+		id, err := vz.NewGenericMachineIdentifier()
+		if err != nil {
+			return nil, err
+		}
+		return id.DataRepresentation(), nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	id, err := vz.NewGenericMachineIdentifierWithData(idData)
+	if err != nil {
+		return nil, err
+	}
+	platform, err := vz.NewGenericPlatformConfiguration(vz.WithGenericMachineIdentifier(id))
+	if err != nil {
+		return nil, err
+	}
+	cfg.SetPlatformVirtualMachineConfiguration(platform)
+
+	attach, err := vz.NewFileHandleSerialPortAttachment(consoleIn, consoleOut)
+	if err != nil {
+		return nil, err
+	}
+	serial, err := vz.NewVirtioConsoleDeviceSerialPortConfiguration(attach)
+	if err != nil {
+		return nil, err
+	}
+	cfg.SetSerialPortsVirtualMachineConfiguration([]*vz.VirtioConsoleDeviceSerialPortConfiguration{serial})
+
+	caching, syncMode := vz.DiskImageCachingModeAutomatic, vz.DiskImageSynchronizationModeFull
+	if p.Disk.Cached {
+		caching = vz.DiskImageCachingModeCached
+	}
+	if p.Disk.SyncFsync {
+		syncMode = vz.DiskImageSynchronizationModeFsync
+	}
+	diskAttach, err := vz.NewDiskImageStorageDeviceAttachmentWithCacheAndSync(p.Disk.Path, p.Disk.ReadOnly, caching, syncMode)
+	if err != nil {
+		return nil, err
+	}
+	disk, err := vz.NewVirtioBlockDeviceConfiguration(diskAttach)
+	if err != nil {
+		return nil, err
+	}
+	cfg.SetStorageDevicesVirtualMachineConfiguration([]vz.StorageDeviceConfiguration{disk})
+
+	nat, err := vz.NewNATNetworkDeviceAttachment()
+	if err != nil {
+		return nil, err
+	}
+	nic, err := vz.NewVirtioNetworkDeviceConfiguration(nat)
+	if err != nil {
+		return nil, err
+	}
+	mac, err := vz.NewMACAddress(p.MAC)
+	if err != nil {
+		return nil, err
+	}
+	nic.SetMACAddress(mac)
+	cfg.SetNetworkDevicesVirtualMachineConfiguration([]*vz.VirtioNetworkDeviceConfiguration{nic})
+
+	var shares []vz.DirectorySharingDeviceConfiguration
+	for _, s := range p.Shares {
+		dir, err := vz.NewSharedDirectory(s.Path, s.ReadOnly)
+		if err != nil {
+			return nil, err
+		}
+		single, err := vz.NewSingleDirectoryShare(dir)
+		if err != nil {
+			return nil, err
+		}
+		fs, err := vz.NewVirtioFileSystemDeviceConfiguration(s.Tag)
+		if err != nil {
+			return nil, err
+		}
+		fs.SetDirectoryShare(single)
+		shares = append(shares, fs)
+	}
+	cfg.SetDirectorySharingDevicesVirtualMachineConfiguration(shares)
+
+	if p.Entropy {
+		rng, err := vz.NewVirtioEntropyDeviceConfiguration()
+		if err != nil {
+			return nil, err
+		}
+		cfg.SetEntropyDevicesVirtualMachineConfiguration([]*vz.VirtioEntropyDeviceConfiguration{rng})
+	}
+	if p.Balloon {
+		balloon, err := vz.NewVirtioTraditionalMemoryBalloonDeviceConfiguration()
+		if err != nil {
+			return nil, err
+		}
+		cfg.SetMemoryBalloonDevicesVirtualMachineConfiguration([]vz.MemoryBalloonDeviceConfiguration{balloon})
+	}
+	if ok, err := cfg.Validate(); !ok || err != nil {
+		if err == nil {
+			err = errors.New("the configuration is invalid")
+		}
+		return nil, fmt.Errorf("VM configuration: %w", err)
+	}
+	return cfg, nil
+}
+
+type machine struct {
+	vm      *vz.VirtualMachine
+	console *pipeConsole
+	files   []*os.File
+
+	mu   sync.Mutex
+	err  error
+	done chan struct{}
+	once sync.Once
+}
+
+// watch follows VZ's state changes, so a guest that powers itself off,
+// or a VM that fails, ends the machine.
+func (m *machine) watch() {
+	for state := range m.vm.StateChangedNotify() {
+		switch state {
+		case vz.VirtualMachineStateStopped:
+			m.finish(nil)
+			return
+		case vz.VirtualMachineStateError:
+			m.finish(errors.New("Virtualization.framework reported an error state"))
+			return
+		}
+	}
+	m.finish(nil)
+}
+
+func (m *machine) finish(err error) {
+	m.once.Do(func() {
+		m.mu.Lock()
+		m.err = err
+		m.mu.Unlock()
+		m.close()
+		close(m.done)
+	})
+}
+
+func (m *machine) close() { closeAll(m.files...) }
+
+func (m *machine) Console() io.ReadWriter { return m.console }
+func (m *machine) Accelerator() string    { return "vz" }
+func (m *machine) Done() <-chan struct{}  { return m.done }
+
+// SSHEndpoint: VZ NAT gives the guest its own address; sshd listens on 22.
+func (m *machine) SSHEndpoint(guestIP string) (string, int) { return guestIP, 22 }
+
+func (m *machine) Err() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.err
+}
+
+func (m *machine) RequestStop(context.Context) error {
+	if !m.vm.CanRequestStop() {
+		return errors.New("the VM cannot take a stop request now")
+	}
+	_, err := m.vm.RequestStop()
+	return err
+}
+
+func (m *machine) Kill() error {
+	if m.vm.CanStop() {
+		return m.vm.Stop()
+	}
+	return nil
+}
+
+type pipeConsole struct {
+	r *os.File
+	w *os.File
+}
+
+func (c *pipeConsole) Read(p []byte) (int, error)  { return c.r.Read(p) }
+func (c *pipeConsole) Write(p []byte) (int, error) { return c.w.Write(p) }
+
+func closeAll(fs ...*os.File) {
+	for _, f := range fs {
+		if f != nil {
+			f.Close()
+		}
+	}
+}
