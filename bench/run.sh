@@ -35,16 +35,21 @@ bare=()
 ours=()
 for i in $(seq "$runs"); do
 	cp --sparse=always "$img/rootfs.img" "$work/bare.img"
+	: >"$work/console.log"
 	t0=$(now)
-	timeout 60 qemu-system-x86_64 -nodefaults -no-user-config -display none -no-reboot \
+	qemu-system-x86_64 -nodefaults -no-user-config -display none -no-reboot \
 		-object memory-backend-memfd,id=mem,size=1024M,share=on -machine q35,memory-backend=mem \
 		-accel tcg,thread=multi -cpu max -smp 2 -m 1024M \
 		-kernel "$img/vmlinuz" -initrd "$img/initrd" -append "$cmdline" \
 		-drive file="$work/bare.img",if=none,id=disk0,format=raw,cache=writeback -device virtio-blk-pci,drive=disk0 \
 		-netdev user,id=net0,hostfwd=tcp:127.0.0.1:0-:22 -device virtio-net-pci,netdev=net0,romfile= \
-		-device virtio-rng-pci -chardev stdio,id=con0 -device virtio-serial-pci -device virtconsole,chardev=con0 \
-		</dev/null 2>/dev/null | grep -m1 -q HEYVM-READY || true
+		-device virtio-rng-pci -chardev file,id=con0,path="$work/console.log" -device virtio-serial-pci -device virtconsole,chardev=con0 \
+		</dev/null >/dev/null 2>&1 &
+	qpid=$!
+	# tail -f wakes on each write (inotify), so this is the moment the line lands.
+	timeout 60 tail -f --pid=$qpid -n +1 "$work/console.log" | grep -m1 -q HEYVM-READY || true
 	t1=$(now)
+	kill $qpid 2>/dev/null; wait $qpid 2>/dev/null || true
 	bare+=("$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')")
 	rm -f "$work/bare.img"
 

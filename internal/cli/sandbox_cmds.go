@@ -167,7 +167,7 @@ func RunCreate(ctx context.Context, ios IO, o *CreateOptions) (*sandbox.Sandbox,
 		return nil, err
 	}
 	if _, err := owner.Start(ctx, e.root, sb); err != nil {
-		return sb, fmt.Errorf("sandbox %s was created but did not start: %v\n  see `heyvm logs %s`; retry with `heyvm start %s` or remove it with `heyvm rm %s`", sb.Config.Name, err, sb.Config.Name, sb.Config.Name, sb.Config.Name)
+		return sb, fmt.Errorf("sandbox %s was created but did not start: %v; see `heyvm logs %s`, retry with `heyvm start %s`, or remove it with `heyvm rm %s`", sb.Config.Name, err, sb.Config.Name, sb.Config.Name, sb.Config.Name)
 	}
 	if o.PrintID {
 		fmt.Fprintln(ios.Out, sb.Config.ID)
