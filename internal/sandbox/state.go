@@ -78,8 +78,11 @@ func ReadState(files layout.Sandbox) (State, error) {
 			// Take the lock before removing, so an owner that started
 			// since the check above cannot lose its fresh owner.json.
 			l, err := fsutil.TryLock(files.OwnerLock())
+			if errors.Is(err, fsutil.ErrLocked) {
+				return ReadState(files) // an owner started meanwhile: read again
+			}
 			if err != nil {
-				return ReadState(files)
+				return State{}, err
 			}
 			os.Remove(files.OwnerState())
 			l.Unlock()
