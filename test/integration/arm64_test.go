@@ -1,7 +1,7 @@
 package integration
 
 import (
-	"os"
+	"bytes"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -10,7 +10,6 @@ import (
 
 	"github.com/heyvm/heyvm/internal/backend/applevirt"
 	"github.com/heyvm/heyvm/internal/image"
-	"github.com/heyvm/heyvm/internal/imagebuild"
 )
 
 // TestArm64Guest builds the arm64 default image the macOS backend needs
@@ -26,15 +25,10 @@ func TestArm64Guest(t *testing.T) {
 	}
 	name := image.DefaultName + "-arm64"
 	dir := filepath.Join(cacheHome, "images", "qemu", name)
-	args := []string{"images", "build-default", "--arch", "arm64"}
-	if m, err := image.ReadMetadata(dir); err == nil && m.Build.RecipeHash != imagebuild.RecipeHash() {
-		args = append(args, "--force")
-	}
 	start := time.Now()
-	cmd := exec.Command(heyvmBin, args...)
-	cmd.Env = append(os.Environ(), "HEYO_HOME="+cacheHome)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build arm64 image: %v\n%s", err, out)
+	var out bytes.Buffer
+	if err := ensureImage("arm64", &out); err != nil {
+		t.Fatalf("build arm64 image: %v\n%s", err, out.String())
 	}
 	t.Logf("arm64 image ready in %s", time.Since(start).Round(time.Second))
 	m, err := image.ReadMetadata(dir)

@@ -11,6 +11,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -58,15 +59,7 @@ func TestMain(m *testing.M) {
 			cacheHome = "/var/tmp/heyvm-test-cache"
 		}
 		start := time.Now()
-		args := []string{"images", "build-default"}
-		if m, err := image.ReadMetadata(filepath.Join(cacheHome, "images", "qemu", image.DefaultName)); err == nil && m.Build.RecipeHash != imagebuild.RecipeHash() {
-			fmt.Println("integration: the cached image was built by another recipe; rebuilding")
-			args = append(args, "--force")
-		}
-		cmd := exec.Command(heyvmBin, args...)
-		cmd.Env = append(os.Environ(), "HEYO_HOME="+cacheHome)
-		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-		if err := cmd.Run(); err != nil {
+		if err := ensureImage("", os.Stdout); err != nil {
 			fmt.Printf("build the default image: %v\n", err)
 			return 1
 		}
@@ -84,6 +77,24 @@ func TestMain(m *testing.M) {
 		return m.Run()
 	}()
 	os.Exit(code)
+}
+
+// ensureImage builds the default image for arch ("" for the host's) into
+// the cache, rebuilding it when the recipe changed since it was built.
+func ensureImage(arch string, out io.Writer) error {
+	name, args := image.DefaultName, []string{"images", "build-default"}
+	if arch != "" {
+		name = image.DefaultNameFor("qemu", arch)
+		args = append(args, "--arch", arch)
+	}
+	if m, err := image.ReadMetadata(filepath.Join(cacheHome, "images", "qemu", name)); err == nil && m.Build.RecipeHash != imagebuild.RecipeHash() {
+		fmt.Fprintf(out, "integration: the cached %s image was built by another recipe; rebuilding\n", name)
+		args = append(args, "--force")
+	}
+	cmd := exec.Command(heyvmBin, args...)
+	cmd.Env = append(os.Environ(), "HEYO_HOME="+cacheHome)
+	cmd.Stdout, cmd.Stderr = out, out
+	return cmd.Run()
 }
 
 // newHome makes a fresh HEYO_HOME whose images are the cached ones.
