@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -158,6 +159,77 @@ func TestConsoleAndLogs(t *testing.T) {
 	fails(t, sharedEnv, "no such sandbox", "console", "nosuch")
 }
 
+// TestConsoleEscapeAndFollow attaches the way a user does, types a
+// command, waits for its output, detaches with Ctrl-], and checks that
+// `logs --follow` saw the same output as it happened.
+func TestConsoleEscapeAndFollow(t *testing.T) {
+	needVM(t)
+	follow := exec.Command(heyvmBin, "logs", "--follow", shared)
+	follow.Env = sharedEnv
+	var followed syncBuffer
+	follow.Stdout = &followed
+	if err := follow.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { follow.Process.Kill(); follow.Wait() }()
+
+	cmd := exec.Command(heyvmBin, "console", shared)
+	cmd.Env = sharedEnv
+	stdin, _ := cmd.StdinPipe()
+	var out, errOut syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(stdin, "echo escape-test-$((40+2))\n")
+	waitBuffer(t, &out, "escape-test-42")
+	stdin.Write([]byte{0x1d}) // Ctrl-]
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil || !strings.Contains(errOut.String(), "Detached") {
+			t.Fatalf("detach: %v %q", err, errOut.String())
+		}
+	case <-time.After(10 * time.Second):
+		cmd.Process.Kill()
+		t.Fatal("Ctrl-] did not detach")
+	}
+	waitBuffer(t, &followed, "escape-test-42")
+	if s := get(t, sharedEnv, shared); s.State != "running" {
+		t.Fatalf("detaching stopped the VM: %+v", s)
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func waitBuffer(t *testing.T, b *syncBuffer, want string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if strings.Contains(b.String(), want) {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("%q did not appear in %q", want, b.String())
+}
+
 func TestWtBadInputs(t *testing.T) {
 	env := testHome(t)
 	repo := gitRepo(t)
@@ -225,6 +297,14 @@ func TestWtInteractive(t *testing.T) {
 	screen := s.screen()
 	if !(strings.Contains(screen, "\n40 160\n") || strings.Contains(screen, "\n39 160\n")) || !strings.Contains(screen, "\n/workspace\n") || !strings.Contains(screen, "## feat/demo") {
 		t.Fatalf("shell not on the worktree:\n%s", screen)
+	}
+	// A window-size change reaches the guest's pty.
+	exec.Command("tmux", "resize-window", "-t", s.name, "-x", "100", "-y", "30").Run()
+	time.Sleep(300 * time.Millisecond)
+	s.send("echo SIZE-$(stty size | tr ' ' x)-''END")
+	s.waitFor("-END", 20*time.Second)
+	if sc := s.screen(); !strings.Contains(sc, "SIZE-30x100-END") && !strings.Contains(sc, "SIZE-29x100-END") {
+		t.Fatalf("resize not forwarded:\n%s", sc)
 	}
 	s.send("exit")
 	s.waitFor("WT-EXIT-0", 60*time.Second)
