@@ -11,7 +11,7 @@ pkgs=(
 	debootstrap e2fsprogs kmod dpkg cpio         # building the default image
 	busybox-static openssh-client                # OpenSSH for `ssh-config` and the benchmark
 	qemu-user-static binfmt-support              # building the arm64 image on x86
-	tmux ca-certificates file
+	git tmux ca-certificates              # git for `heyvm wt`; tmux drives the interactive test
 )
 missing=()
 for p in "${pkgs[@]}"; do
