@@ -67,6 +67,9 @@ type Backend interface {
 	Name() string
 	// Available returns nil if the backend can run here, or why not.
 	Available() error
+	// Preflight says, before anything is created, whether this backend can
+	// boot a machine with these mounts and ports here.
+	Preflight(spec Spec) error
 	// Start boots a machine. The machine ends when ctx is cancelled or the
 	// process that started it dies.
 	Start(ctx context.Context, spec Spec) (Machine, error)

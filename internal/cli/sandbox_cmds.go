@@ -188,6 +188,9 @@ func createSandbox(ctx context.Context, ios IO, e env, o *CreateOptions) (*sandb
 	if err != nil {
 		return nil, err
 	}
+	if err := b.Preflight(backend.Spec{Mounts: o.Mounts, Ports: o.Ports}); err != nil {
+		return nil, err
+	}
 	im, err := resolveImage(ctx, ios, e, b.Name(), o.Image)
 	if err != nil {
 		return nil, err

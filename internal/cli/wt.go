@@ -86,7 +86,12 @@ func RunWt(ctx context.Context, ios IO, o *WtOptions) error {
 		if err := co.validate(); err != nil {
 			return err
 		}
-		if _, err := backend.Get(co.Backend); err != nil {
+		b, err := backend.Get(co.Backend)
+		if err != nil {
+			return err
+		}
+		// The worktree is a share: check shares work before touching git.
+		if err := b.Preflight(backend.Spec{Mounts: []backend.Mount{{Tag: "workspace", HostPath: repo.Top, GuestPath: WorkspacePath}}, Ports: co.Ports}); err != nil {
 			return err
 		}
 		path, created, err := repo.Ensure(ctx, o.Branch)

@@ -73,8 +73,8 @@ func BuildPlan(spec backend.Spec, kernel string) (*Plan, error) {
 	if !strings.Contains(spec.Cmdline, "console=hvc0") {
 		return nil, errors.New("the kernel command line must use console=hvc0 (VZ has no other console)")
 	}
-	if len(spec.Ports) > 0 {
-		return nil, errors.New("--port is not supported by the apple_virt backend yet: the guest is reachable at its NAT address (see `heyvm get`)")
+	if err := checkSpec(spec); err != nil {
+		return nil, err
 	}
 	mac, err := net.ParseMAC(spec.MAC)
 	if err != nil {
@@ -91,6 +91,14 @@ func BuildPlan(spec backend.Spec, kernel string) (*Plan, error) {
 		p.Shares = append(p.Shares, SharePlan{Tag: m.Tag, Path: m.HostPath, ReadOnly: m.ReadOnly})
 	}
 	return p, nil
+}
+
+// checkSpec refuses what the backend cannot do, before anything is made.
+func checkSpec(spec backend.Spec) error {
+	if len(spec.Ports) > 0 {
+		return errors.New("--port is not supported by the apple_virt backend yet: the guest is reachable at its NAT address (see `heyvm get`)")
+	}
+	return nil
 }
 
 // KernelFormat is what a kernel file holds.

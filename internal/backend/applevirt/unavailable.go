@@ -22,6 +22,8 @@ func (unavailable) Available() error {
 	return errors.New(unavailableReason(runtime.GOOS, runtime.GOARCH))
 }
 
+func (u unavailable) Preflight(backend.Spec) error { return u.Available() }
+
 func (u unavailable) Start(context.Context, backend.Spec) (backend.Machine, error) {
 	return nil, u.Available()
 }

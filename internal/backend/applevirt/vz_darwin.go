@@ -33,6 +33,14 @@ func (Backend) Available() error {
 	return CheckMacOSVersion(v)
 }
 
+// Preflight refuses what VZ cannot do here.
+func (b Backend) Preflight(spec backend.Spec) error {
+	if err := b.Available(); err != nil {
+		return err
+	}
+	return checkSpec(spec)
+}
+
 // Start boots the machine inside this process: a VZ virtual machine
 // cannot outlive the process that made it, so it dies with its owner.
 func (b Backend) Start(ctx context.Context, spec backend.Spec) (backend.Machine, error) {

@@ -17,6 +17,7 @@ func (unavailable) Name() string { return Name }
 func (unavailable) Available() error {
 	return errors.New("heyvm's qemu backend runs on Linux only")
 }
+func (u unavailable) Preflight(backend.Spec) error { return u.Available() }
 func (u unavailable) Start(context.Context, backend.Spec) (backend.Machine, error) {
 	return nil, u.Available()
 }

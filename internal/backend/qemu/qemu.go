@@ -44,6 +44,26 @@ func (Backend) Available() error {
 
 func nativeDebianArch() string { return hostArch() }
 
+// Preflight checks what Start would need for the spec's shares.
+func (Backend) Preflight(spec backend.Spec) error {
+	if len(spec.Mounts) > 0 {
+		return sharesUsable()
+	}
+	return nil
+}
+
+// sharesUsable says whether virtiofsd can serve shares here. It never
+// lets a share be dropped silently: no virtiofsd, no sandbox.
+func sharesUsable() error {
+	if _, err := os.Stat(VirtiofsdPath); err != nil {
+		return fmt.Errorf("shared folders need virtiofsd, which is missing at %s: run `sudo apt-get install qemu-system-common`", VirtiofsdPath)
+	}
+	if os.Geteuid() != 0 {
+		return errors.New("shared folders on Linux need root: Debian's virtiofsd must run as root; run heyvm with sudo, or leave out --mount (and use `heyvm create` instead of `heyvm wt`)")
+	}
+	return nil
+}
+
 // Start boots the machine described by spec.
 func (Backend) Start(ctx context.Context, spec backend.Spec) (backend.Machine, error) {
 	bin, err := binaryFor(spec.Arch)
@@ -172,11 +192,8 @@ func (m *machine) startVirtiofsd(spec backend.Spec, logw io.Writer) ([]string, e
 	if len(spec.Mounts) == 0 {
 		return nil, nil
 	}
-	if _, err := os.Stat(VirtiofsdPath); err != nil {
-		return nil, fmt.Errorf("shared folders need virtiofsd, which is missing at %s: run `sudo apt-get install qemu-system-common`", VirtiofsdPath)
-	}
-	if os.Geteuid() != 0 {
-		return nil, errors.New("shared folders on Linux need root: Debian's virtiofsd must run as root; run heyvm with sudo, or create the sandbox without --mount")
+	if err := sharesUsable(); err != nil {
+		return nil, err
 	}
 	var socks []string
 	for i, mt := range spec.Mounts {
