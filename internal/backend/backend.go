@@ -39,9 +39,11 @@ type Spec struct {
 	Mounts    []Mount
 	Ports     []PortForward
 	MAC       string // stable per sandbox
-	MachineID string // stable per sandbox (VZ generic machine identifier)
-	RunDir    string // a private directory the backend may put sockets in
-	Log       io.Writer
+	// MachineIdentifier is the file holding the sandbox's stable VZ
+	// generic machine identifier (made on first boot).
+	MachineIdentifier string
+	RunDir            string // a private directory the backend may put sockets in
+	Log               io.Writer
 }
 
 // Machine is a running VM.

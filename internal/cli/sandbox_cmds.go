@@ -208,7 +208,7 @@ func createSandbox(ctx context.Context, ios IO, e env, o *CreateOptions) (*sandb
 		ID: id, Name: name, Image: im.Name, Backend: b.Name(), Arch: im.Meta.Arch,
 		CPUs: o.CPUs, MemoryMiB: o.MemoryMiB, DiskSizeMiB: int(diskSize >> 20),
 		Env: o.Env, Mounts: o.Mounts, Ports: o.Ports, TTL: sandbox.Duration(o.TTL),
-		MAC: sandbox.NewMAC(), MachineID: sandbox.NewID() + sandbox.NewID(), Workspace: o.Workspace,
+		MAC: sandbox.NewMAC(), Workspace: o.Workspace,
 	}
 	return e.store.Create(ctx, cfg, func(rootfs string) error {
 		_, err := diskclone.Clone(im.Rootfs(), rootfs, diskSize)

@@ -15,7 +15,8 @@
 //	    ├── owner.json                            present only while the owner runs and SSH is ready
 //	    ├── owner.log, console.log                owner output, guest console (size-bounded)
 //	    ├── console.sock                          attach point for `heyvm console`
-//	    └── last_stop.json                        when and why the VM last stopped
+//	    ├── last_stop.json                        when and why the VM last stopped
+//	    └── vz-machine-identifier                 apple_virt only: the VM's stable identity
 package layout
 
 import (
@@ -130,4 +131,7 @@ func (s Sandbox) OwnerLog() string    { return filepath.Join(s.Dir, "owner.log")
 func (s Sandbox) ConsoleLog() string  { return filepath.Join(s.Dir, "console.log") }
 func (s Sandbox) ConsoleSock() string { return filepath.Join(s.Dir, "console.sock") }
 func (s Sandbox) LastStop() string    { return filepath.Join(s.Dir, "last_stop.json") }
-func (s Sandbox) EFIVars() string     { return filepath.Join(s.Dir, "efi_vars.esp.dmg") }
+
+// MachineIdentifier holds the apple_virt backend's generic machine
+// identifier. (No EFI variable store: apple_virt boots Linux directly.)
+func (s Sandbox) MachineIdentifier() string { return filepath.Join(s.Dir, "vz-machine-identifier") }

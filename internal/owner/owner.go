@@ -193,7 +193,7 @@ func Spec(cfg *sandbox.Config, im *image.Image, files layout.Sandbox) backend.Sp
 		Name: cfg.Name, Arch: im.Meta.Arch, CPUs: cfg.CPUs, MemoryMiB: cfg.MemoryMiB,
 		Kernel: im.Kernel(), Initrd: im.Initrd(), Cmdline: cmdline,
 		Disk: files.Rootfs(), Mounts: cfg.Mounts, Ports: cfg.Ports,
-		MAC: cfg.MAC, MachineID: cfg.MachineID, RunDir: files.Dir,
+		MAC: cfg.MAC, MachineIdentifier: files.MachineIdentifier(), RunDir: files.Dir,
 	}
 }
 

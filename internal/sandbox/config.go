@@ -33,7 +33,6 @@ type Config struct {
 	Ports       []backend.PortForward `yaml:"ports,omitempty" json:"ports,omitempty"`
 	TTL         Duration              `yaml:"ttl,omitempty" json:"ttl,omitempty"`
 	MAC         string                `yaml:"mac" json:"mac"`
-	MachineID   string                `yaml:"machine_id" json:"machine_id"`
 	Created     time.Time             `yaml:"created" json:"created"`
 	Workspace   *Workspace            `yaml:"workspace,omitempty" json:"workspace,omitempty"`
 }

@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -53,9 +52,6 @@ type SharePlan struct {
 	ReadOnly bool
 }
 
-// MachineIdentifierFile is the per-sandbox file holding the identifier.
-const MachineIdentifierFile = "vz-machine-identifier"
-
 // BuildPlan checks a spec against what VZ accepts and turns it into a Plan.
 // Boot is Linux direct boot (VZLinuxBootLoader) rather than EFI: the image
 // already has a kernel, initrd and command line, direct boot needs no
@@ -85,7 +81,7 @@ func BuildPlan(spec backend.Spec, kernel string) (*Plan, error) {
 		CPUs: uint(spec.CPUs), MemoryBytes: uint64(spec.MemoryMiB) << 20,
 		Disk: DiskPlan{Path: spec.Disk, Cached: true, SyncFsync: true},
 		MAC:  mac, Entropy: true, Balloon: true,
-		MachineIdentifierPath: filepath.Join(spec.RunDir, MachineIdentifierFile),
+		MachineIdentifierPath: spec.MachineIdentifier,
 	}
 	for _, m := range spec.Mounts {
 		p.Shares = append(p.Shares, SharePlan{Tag: m.Tag, Path: m.HostPath, ReadOnly: m.ReadOnly})

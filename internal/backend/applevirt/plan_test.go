@@ -58,13 +58,13 @@ func TestKernelFormat(t *testing.T) {
 
 func TestBuildPlan(t *testing.T) {
 	spec := backend.Spec{Arch: "arm64", CPUs: 2, MemoryMiB: 1024, Initrd: "/i", Cmdline: "console=hvc0 root=/dev/vda", Disk: "/d/rootfs.img",
-		MAC: "02:11:22:33:44:55", RunDir: "/d", Mounts: []backend.Mount{{Tag: "workspace", HostPath: "/src", GuestPath: "/workspace", ReadOnly: true}}}
+		MAC: "02:11:22:33:44:55", RunDir: "/d", MachineIdentifier: "/d/vz-machine-identifier", Mounts: []backend.Mount{{Tag: "workspace", HostPath: "/src", GuestPath: "/workspace", ReadOnly: true}}}
 	p, err := BuildPlan(spec, "/k")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if p.MemoryBytes != 1<<30 || p.CPUs != 2 || !p.Disk.Cached || !p.Disk.SyncFsync || p.MAC.String() != "02:11:22:33:44:55" ||
-		len(p.Shares) != 1 || !p.Shares[0].ReadOnly || p.MachineIdentifierPath != "/d/"+MachineIdentifierFile || !p.Entropy || !p.Balloon {
+		len(p.Shares) != 1 || !p.Shares[0].ReadOnly || p.MachineIdentifierPath != "/d/vz-machine-identifier" || !p.Entropy || !p.Balloon {
 		t.Fatalf("%+v", p)
 	}
 	for _, mod := range []func(*backend.Spec){
