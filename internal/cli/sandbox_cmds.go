@@ -88,10 +88,8 @@ func (o *CreateOptions) validate() error {
 	if o.TTL < 0 {
 		return fmt.Errorf("--ttl must be positive")
 	}
-	for _, e := range o.Env {
-		if k, _, ok := strings.Cut(e, "="); !ok || k == "" {
-			return fmt.Errorf("--env %q is not KEY=VALUE", e)
-		}
+	if err := validateEnv(o.Env); err != nil {
+		return err
 	}
 	for _, spec := range o.MountSpecs {
 		m, err := sandbox.ParseMount(spec, len(o.Mounts))
@@ -396,6 +394,16 @@ func connect(ctx context.Context, e env, sb *sandbox.Sandbox) (*ssh.Client, erro
 	return sshclient.Dial(ctx, sshclient.Target{Host: st.Owner.SSHHost, Port: st.Owner.SSHPort, User: "root", Signer: signer, HostKey: key})
 }
 
+// validateEnv checks --env values (create, wt and exec share it).
+func validateEnv(env []string) error {
+	for _, e := range env {
+		if k, _, ok := strings.Cut(e, "="); !ok || k == "" {
+			return fmt.Errorf("--env %q is not KEY=VALUE", e)
+		}
+	}
+	return nil
+}
+
 // ExecOptions are the flags of `heyvm exec`.
 type ExecOptions struct {
 	Ref  string
@@ -440,10 +448,8 @@ func newExecCmd(ios IO) *cobra.Command {
 
 // RunExec runs the command and returns its exit status.
 func RunExec(ctx context.Context, ios IO, o *ExecOptions) (int, error) {
-	for _, e := range o.Env {
-		if k, _, ok := strings.Cut(e, "="); !ok || k == "" {
-			return -1, fmt.Errorf("--env %q is not KEY=VALUE", e)
-		}
+	if err := validateEnv(o.Env); err != nil {
+		return -1, err
 	}
 	e, err := openEnv()
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/crypto/ssh"
 
 	"github.com/heyvm/heyvm/internal/owner"
 	"github.com/heyvm/heyvm/internal/sandbox"
@@ -56,11 +57,7 @@ func RunTestVM(ctx context.Context, ios IO, backendName string, detach bool) err
 	}
 	fmt.Fprintf(ios.ErrOut, "booting %s (%s)...\n", sb.Config.Name, mode)
 
-	check := func(target sshclient.Target) error {
-		c, err := sshclient.Dial(ctx, target)
-		if err != nil {
-			return err
-		}
+	check := func(c *ssh.Client) error {
 		defer c.Close()
 		var out bytes.Buffer
 		code, err := sshclient.Exec(ctx, c, sshclient.ExecOptions{Command: "echo hello-from-$(hostname); uname -sm", Stdout: &out, Stderr: &out})
@@ -85,15 +82,11 @@ func RunTestVM(ctx context.Context, ios IO, backendName string, detach bool) err
 				return fmt.Errorf("sandbox not running after start (state %v, %v)", st.Status, err)
 			}
 			accel = st.Owner.Accelerator
-			signer, _, err := sshclient.ManagedKey(e.root)
+			c, err := connect(ctx, e, sb)
 			if err != nil {
 				return err
 			}
-			key, err := sshclient.PinnedHostKey(sb.Files.KnownHosts())
-			if err != nil {
-				return err
-			}
-			if err := check(sshclient.Target{Host: st.Owner.SSHHost, Port: st.Owner.SSHPort, User: "root", Signer: signer, HostKey: key}); err != nil {
+			if err := check(c); err != nil {
 				return err
 			}
 			_, err = owner.Stop(ctx, sb, stopTimeout)
@@ -102,7 +95,11 @@ func RunTestVM(ctx context.Context, ios IO, backendName string, detach bool) err
 	} else {
 		err = RunForeground(ctx, ctx, e, sb, func(s *owner.Session) error {
 			accel = s.Info.Accelerator
-			return check(s.Target())
+			c, err := sshclient.Dial(ctx, s.Target())
+			if err != nil {
+				return err
+			}
+			return check(c)
 		})
 	}
 	if err == nil {
