@@ -2,6 +2,8 @@ package cli
 
 import (
 	"bytes"
+	"io"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -59,7 +61,7 @@ func TestCommandsWithoutATerminal(t *testing.T) {
 	}
 	out.Reset()
 	root.SetArgs([]string{"images", "list"})
-	if err := root.Execute(); err != nil || !strings.Contains(out.String(), "build-default") {
+	if err := root.Execute(); err != nil || !strings.Contains(out.String(), "images pull default") {
 		t.Fatalf("images list: %v %q", err, out.String())
 	}
 	root.SetArgs([]string{"exec", "nosuch", "--", "true"})
@@ -74,5 +76,35 @@ func TestHumanFormats(t *testing.T) {
 	}
 	if humanAge(time.Now().Add(-90*time.Minute)) != "1h" || humanAge(time.Now().Add(-72*time.Hour)) != "3d" {
 		t.Fatal("humanAge")
+	}
+}
+
+func TestUnknownSubcommandFails(t *testing.T) {
+	t.Setenv(layout.EnvHome, t.TempDir())
+	for _, args := range [][]string{{"images", "warm"}, {"images", "lsit"}, {"images"}} {
+		root := NewRoot(IO{In: strings.NewReader(""), Out: io.Discard, ErrOut: io.Discard})
+		root.SetArgs(args)
+		err := root.Execute()
+		if err == nil {
+			t.Fatalf("heyvm %v succeeded", args)
+		}
+		if args[len(args)-1] == "lsit" && !strings.Contains(err.Error(), `did you mean "list"`) {
+			t.Errorf("heyvm %v: no suggestion in %q", args, err)
+		}
+	}
+}
+
+func TestNameFromRef(t *testing.T) {
+	for ref, want := range map[string]string{
+		"ghcr.io/acme/heyvm-base:1":                            "heyvm-base:1",
+		"127.0.0.1:5000/heyvm/debian":                          "debian:latest",
+		"ghcr.io/acme/base@sha256:" + strings.Repeat("ab", 32): "base:" + strings.Repeat("ab", 6),
+	} {
+		if got, err := nameFromRef(ref, "amd64", "qemu"); err != nil || got != want {
+			t.Errorf("nameFromRef(%q) = %q, %v; want %q", ref, got, err, want)
+		}
+	}
+	if got, _ := nameFromRef("ghcr.io/acme/base:1", "arm64", "qemu"); got != "base:1-arm64" && runtime.GOARCH == "amd64" {
+		t.Errorf("foreign arch: %q", got)
 	}
 }

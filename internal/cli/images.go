@@ -69,6 +69,8 @@ func newImagesCmd(ios IO) *cobra.Command {
 	build.Flags().BoolVar(&bo.Force, "force", false, "rebuild even if the image exists")
 
 	cmd.AddCommand(list, inspect, rm, build)
+	addTransferCommands(cmd, ios, &backendName)
+	requireSubcommand(cmd)
 	return cmd
 }
 
@@ -132,7 +134,7 @@ func runImagesList(ios IO, backendName string, asJSON bool) error {
 		return writeJSON(ios, rows)
 	}
 	if len(entries) == 0 {
-		fmt.Fprintf(ios.Out, "no images for backend %s: run `heyvm images build-default`\n", st.Backend)
+		fmt.Fprintf(ios.Out, "no images for backend %s: run `heyvm images pull default` (or `heyvm images pull REF`, `heyvm images import FILE`)\n", st.Backend)
 		return nil
 	}
 	tw := tabwriter.NewWriter(ios.Out, 0, 4, 2, ' ', 0)
@@ -197,6 +199,7 @@ func runImagesRm(ios IO, backendName, name string, force bool) error {
 	if err := st.Remove(name); err != nil {
 		return err
 	}
+	os.Remove(st.Root.PushCache(st.Backend, image.Canonical(name)))
 	fmt.Fprintf(ios.Out, "removed image %s\n", name)
 	return nil
 }

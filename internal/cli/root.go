@@ -58,3 +58,21 @@ func Main(ctx context.Context, args []string) int {
 	fmt.Fprintf(ios.ErrOut, "heyvm: %v\n", err)
 	return 1
 }
+
+// requireSubcommand makes a command group fail on a missing or unknown
+// subcommand, with cobra's suggestion, instead of printing help and
+// exiting 0.
+func requireSubcommand(cmd *cobra.Command) {
+	cmd.Args = cobra.ArbitraryArgs
+	cmd.SuggestionsMinimumDistance = 2
+	cmd.RunE = func(c *cobra.Command, args []string) error {
+		if len(args) == 0 {
+			return fmt.Errorf("%s needs a subcommand: see `%s --help`", c.CommandPath(), c.CommandPath())
+		}
+		msg := fmt.Sprintf("unknown command %q for %q", args[0], c.CommandPath())
+		if s := c.SuggestionsFor(args[0]); len(s) > 0 {
+			msg += fmt.Sprintf(" (did you mean %q?)", s[0])
+		}
+		return fmt.Errorf("%s: see `%s --help`", msg, c.CommandPath())
+	}
+}

@@ -217,13 +217,16 @@ func createSandbox(ctx context.Context, ios IO, e env, o *CreateOptions) (*sandb
 	})
 }
 
-// resolveImage finds an image; the default one is built on first use.
+// resolveImage finds an image; the default one is pulled (or built) on
+// first use.
 func resolveImage(ctx context.Context, ios IO, e env, backendName, name string) (*image.Image, error) {
 	st := image.Store{Root: e.root, Backend: backendName}
 	im, err := st.Resolve(name)
 	if errors.Is(err, image.ErrNotFound) && image.Canonical(name) == image.DefaultName {
-		fmt.Fprintf(ios.ErrOut, "the default image is not built yet; building it now (once)\n")
-		return RunBuildDefault(ctx, ios, BuildDefaultOptions{Backend: backendName})
+		fmt.Fprintf(ios.ErrOut, "the default image is not here yet: getting it now (once)\n")
+		// Progress goes to stderr here: create's stdout is the sandbox id.
+		toErr := IO{In: ios.In, Out: ios.ErrOut, ErrOut: ios.ErrOut}
+		return obtainDefault(ctx, toErr, st, image.BackendArch(backendName), TransferOptions{Backend: backendName})
 	}
 	return im, err
 }

@@ -27,6 +27,15 @@ type Metadata struct {
 	Created       time.Time         `yaml:"created" json:"created"`
 	Build         BuildInfo         `yaml:"build" json:"build"`
 	SHA256        map[string]string `yaml:"sha256" json:"sha256"`
+	// Pulled says where a pulled or imported image came from.
+	Pulled *PullInfo `yaml:"pulled,omitempty" json:"pulled,omitempty"`
+}
+
+// PullInfo records the source of a pulled or imported image.
+type PullInfo struct {
+	From   string    `yaml:"from" json:"from"`     // registry ref or file
+	Digest string    `yaml:"digest" json:"digest"` // manifest digest
+	At     time.Time `yaml:"at" json:"at"`
 }
 
 // BuildInfo records how an image was built, so it can be built again.

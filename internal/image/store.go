@@ -1,6 +1,7 @@
 package image
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -233,23 +234,45 @@ func (s Store) CleanStaleBuilds() error {
 // error.
 func (b *Build) Commit(replace bool) error {
 	defer b.lock.Unlock()
-	final := b.store.Root.ImageDir(b.store.Backend, b.Name)
+	if err := b.store.moveIntoPlace(b.Dir, b.Name, replace); err != nil {
+		os.RemoveAll(b.Dir)
+		return err
+	}
+	return nil
+}
+
+// Install moves a complete image directory made elsewhere (a pull or an
+// import) into the store under name, with the build lock held for the
+// rename only.
+func (s Store) Install(ctx context.Context, dir, name string, replace bool) error {
+	if err := ValidateName(name); err != nil {
+		return err
+	}
+	lock, err := fsutil.LockContext(ctx, s.BuildLock())
+	if err != nil {
+		return err
+	}
+	defer lock.Unlock()
+	return s.moveIntoPlace(dir, name, replace)
+}
+
+func (s Store) moveIntoPlace(dir, name string, replace bool) error {
+	final := s.Root.ImageDir(s.Backend, name)
 	if _, err := os.Stat(final); err == nil {
 		if !replace {
-			os.RemoveAll(b.Dir)
-			return fmt.Errorf("image %q already exists: use --force to rebuild it", b.Name)
+			return fmt.Errorf("image %q already exists: use --force to replace it", name)
 		}
-		old := filepath.Join(b.store.Dir(), ".old-"+b.Name)
+		old := filepath.Join(s.Dir(), ".old-"+name)
 		os.RemoveAll(old)
 		if err := os.Rename(final, old); err != nil {
 			return err
 		}
 		defer os.RemoveAll(old)
 	}
-	if err := os.Rename(b.Dir, final); err != nil {
-		return fmt.Errorf("move built image into place: %w", err)
+	if err := os.Rename(dir, final); err != nil {
+		return fmt.Errorf("move image into place: %w", err)
 	}
-	return fsutil.SyncDir(b.store.Dir())
+	return fsutil.SyncDir(s.Dir())
 }
 
 // Abort throws the staging directory away.

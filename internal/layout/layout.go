@@ -2,11 +2,14 @@
 // the one place to look to learn where a sandbox or an image lives.
 //
 //	$HEYO_HOME (default ~/.heyo)                  0700
+//	├── config.yaml                               the user's settings (optional)
 //	├── keys/id_ed25519{,.pub}                    managed SSH key pair (0600)
 //	├── images/<backend>/<name>/                  one image
 //	│   ├── vmlinuz, initrd, rootfs.img
 //	│   └── image.yaml
 //	├── images/<backend>/.build-*/                an image being built (never valid)
+//	├── images/<backend>/.pull-<digest>/          a pull or import in progress (resumable)
+//	├── cache/oci/<backend>/<name>.json           manifest of the last push, to skip recompressing
 //	└── sandboxes/<id>/                           one sandbox
 //	    ├── sandbox.yaml                          what the user asked for
 //	    ├── rootfs.img                            copy-on-write clone of the image rootfs
@@ -90,6 +93,13 @@ func (r Root) PrivateKey() string   { return filepath.Join(r.KeysDir(), "id_ed25
 func (r Root) PublicKey() string    { return filepath.Join(r.KeysDir(), "id_ed25519.pub") }
 func (r Root) ImagesDir() string    { return filepath.Join(r.Dir, "images") }
 func (r Root) SandboxesDir() string { return filepath.Join(r.Dir, "sandboxes") }
+func (r Root) ConfigFile() string   { return filepath.Join(r.Dir, "config.yaml") }
+func (r Root) CacheDir() string     { return filepath.Join(r.Dir, "cache") }
+
+// PushCache remembers the manifest of an image's last push or export.
+func (r Root) PushCache(backend, name string) string {
+	return filepath.Join(r.CacheDir(), "oci", backend, name+".json")
+}
 func (r Root) SandboxStoreLock() string {
 	return filepath.Join(r.SandboxesDir(), ".store.lock")
 }

@@ -1,0 +1,293 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/spf13/cobra"
+
+	"github.com/heyvm/heyvm/internal/image"
+	"github.com/heyvm/heyvm/internal/ociimage"
+	"github.com/heyvm/heyvm/internal/userconfig"
+)
+
+// The commands that move images between machines: push and pull through
+// an OCI registry, export and import through an OCI image-layout tar.
+
+// TransferOptions are the flags shared by push, pull, export and import.
+type TransferOptions struct {
+	Backend  string
+	Name     string // pull/import: the name in the store
+	Arch     string // pull/import: which architecture
+	Insecure bool   // plain HTTP to a registry on this machine
+	Force    bool   // pull/import: replace an image of the same name
+}
+
+func addTransferCommands(cmd *cobra.Command, ios IO, backendName *string) {
+	var o TransferOptions
+	opts := func() TransferOptions { o.Backend = *backendName; return o }
+
+	push := &cobra.Command{
+		Use:   "push NAME REF",
+		Short: "Push an image to an OCI registry (for example ghcr.io/acme/heyvm-base:1)",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(c *cobra.Command, args []string) error {
+			return RunImagesPush(c.Context(), ios, opts(), args[0], args[1])
+		},
+	}
+	push.Flags().BoolVar(&o.Insecure, "insecure", false, "use plain HTTP (registries on this machine only)")
+
+	pull := &cobra.Command{
+		Use:   "pull REF",
+		Short: "Pull an image from an OCI registry (`pull default` fetches the default image)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			_, err := RunImagesPull(c.Context(), ios, opts(), args[0])
+			return err
+		},
+	}
+	pull.Flags().BoolVar(&o.Insecure, "insecure", false, "use plain HTTP (registries on this machine only)")
+
+	export := &cobra.Command{
+		Use:   "export NAME FILE",
+		Short: "Write an image to one OCI image-layout tar file",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(c *cobra.Command, args []string) error {
+			return RunImagesExport(c.Context(), ios, opts(), args[0], args[1])
+		},
+	}
+
+	imp := &cobra.Command{
+		Use:   "import FILE",
+		Short: "Add an image from a tar made by `heyvm images export`",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			_, err := RunImagesImport(c.Context(), ios, opts(), args[0])
+			return err
+		},
+	}
+	for _, c := range []*cobra.Command{pull, imp} {
+		c.Flags().StringVar(&o.Name, "name", "", "name of the image in the store")
+		c.Flags().StringVar(&o.Arch, "arch", "", "architecture to take: amd64 or arm64 (default: the backend's)")
+		c.Flags().BoolVar(&o.Force, "force", false, "replace an image of the same name")
+	}
+	cmd.AddCommand(push, pull, export, imp)
+}
+
+// registryFor applies --insecure and config.yaml's insecure_registries.
+func registryFor(st image.Store, o TransferOptions, ref string) ociimage.Registry {
+	r := ociimage.Registry{Insecure: o.Insecure}
+	if cfg, err := userconfig.Load(st.Root); err == nil {
+		if p, err := name.ParseReference(ref); err == nil && cfg.Insecure(p.Context().RegistryStr()) {
+			r.Insecure = true
+		}
+	}
+	return r
+}
+
+// RunImagesPush packs an image and pushes it to ref.
+func RunImagesPush(ctx context.Context, ios IO, o TransferOptions, imageName, ref string) error {
+	st, err := imageStore(o.Backend)
+	if err != nil {
+		return err
+	}
+	im, err := st.Resolve(imageName)
+	if err != nil {
+		return err
+	}
+	reg := registryFor(st, o, ref)
+	if _, err := reg.ParseRef(ref); err != nil {
+		return err
+	}
+	prog := newByteProgress(ios.Out)
+	a, err := ociimage.Pack(ctx, im, ociimage.PackOptions{
+		WorkDir:   workDir(st, "push"),
+		CacheFile: st.Root.PushCache(st.Backend, im.Name),
+		Progress:  prog,
+	})
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	digest, err := reg.Push(ctx, a, ref, prog)
+	if err != nil {
+		return fmt.Errorf("push %s: %w", imageName, err)
+	}
+	fmt.Fprintf(ios.Out, "pushed %s (%s) to %s@%s\n", im.Name, im.Meta.Arch, ref, digest)
+	return nil
+}
+
+// workDir is a fresh scratch directory on the store's file system.
+func workDir(st image.Store, what string) string {
+	d, err := os.MkdirTemp(st.Root.CacheDir(), what+"-")
+	if err != nil {
+		os.MkdirAll(st.Root.CacheDir(), 0o700)
+		if d, err = os.MkdirTemp(st.Root.CacheDir(), what+"-"); err != nil {
+			return filepath.Join(os.TempDir(), fmt.Sprintf("heyvm-%s-%d", what, os.Getpid()))
+		}
+	}
+	return d
+}
+
+func (o TransferOptions) arch(st image.Store) (string, error) {
+	if o.Arch == "" {
+		return image.BackendArch(st.Backend), nil
+	}
+	return image.NormalizeArch(o.Arch)
+}
+
+// RunImagesPull pulls ref into the store. "default" pulls the configured
+// default image (or, on Linux with none configured, builds it).
+func RunImagesPull(ctx context.Context, ios IO, o TransferOptions, ref string) (*image.Image, error) {
+	st, err := imageStore(o.Backend)
+	if err != nil {
+		return nil, err
+	}
+	arch, err := o.arch(st)
+	if err != nil {
+		return nil, err
+	}
+	if ref == "default" {
+		return obtainDefault(ctx, ios, st, arch, o)
+	}
+	if o.Name == "" {
+		if o.Name, err = nameFromRef(ref, arch, st.Backend); err != nil {
+			return nil, err
+		}
+	}
+	return pullInto(ctx, ios, st, o, ref, arch)
+}
+
+func pullInto(ctx context.Context, ios IO, st image.Store, o TransferOptions, ref, arch string) (*image.Image, error) {
+	if err := image.ValidateName(o.Name); err != nil {
+		return nil, err
+	}
+	reg := registryFor(st, o, ref)
+	src, err := reg.Fetch(ctx, ref)
+	if err != nil {
+		return nil, fmt.Errorf("pull %s: %w", ref, err)
+	}
+	return install(ctx, ios, st, o, src, arch, "pull "+ref)
+}
+
+func install(ctx context.Context, ios IO, st image.Store, o TransferOptions, src ociimage.Source, arch, what string) (*image.Image, error) {
+	im, installed, err := ociimage.Install(ctx, src, ociimage.InstallOptions{
+		Store: st, Name: o.Name, Arch: arch, Replace: o.Force, Progress: newByteProgress(ios.Out),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	if installed {
+		fmt.Fprintf(ios.Out, "image %s (%s) is ready: `heyvm create --image %s`\n", im.Name, im.Meta.Arch, im.Name)
+	} else {
+		fmt.Fprintf(ios.Out, "image %s is up to date (%s)\n", im.Name, im.Meta.Pulled.Digest)
+	}
+	return im, nil
+}
+
+// nameFromRef names a pulled image after the last part of its repository
+// and its tag: ghcr.io/acme/heyvm-base:1 becomes heyvm-base:1. An image
+// of a foreign architecture gets it as a suffix, as build-default does.
+func nameFromRef(ref, arch, backendName string) (string, error) {
+	p, err := name.ParseReference(ref)
+	if err != nil {
+		return "", fmt.Errorf("%q is not a registry reference (%v): use a form like ghcr.io/acme/heyvm-base:1", ref, err)
+	}
+	repo := p.Context().RepositoryStr()
+	n := repo[strings.LastIndex(repo, "/")+1:]
+	switch r := p.(type) {
+	case name.Tag:
+		n += ":" + r.TagStr()
+	case name.Digest:
+		d := r.DigestStr()
+		n += ":" + d[strings.Index(d, ":")+1:][:12]
+	}
+	if arch != image.BackendArch(backendName) {
+		n += "-" + arch
+	}
+	if err := image.ValidateName(n); err != nil {
+		return "", fmt.Errorf("cannot name the image after %s (%v): pass --name", ref, err)
+	}
+	return n, nil
+}
+
+// obtainDefault gets the default image: pulled from the configured ref,
+// else built here (Linux), else an error that says how to get one.
+func obtainDefault(ctx context.Context, ios IO, st image.Store, arch string, o TransferOptions) (*image.Image, error) {
+	cfg, err := userconfig.Load(st.Root)
+	if err != nil {
+		return nil, err
+	}
+	ref := cfg.DefaultRef(st.Backend)
+	if ref == "" {
+		if runtime.GOOS != "linux" {
+			return nil, fmt.Errorf("the default image is missing and no default_image_ref is set for %s: pull one your team pushed (`heyvm images pull REF --name %s`, or set default_image_ref in %s), import a file (`heyvm images import FILE`), or build it on a Linux machine (`heyvm images build-default --backend %s`) and push it", st.Backend, image.DefaultName, st.Root.ConfigFile(), st.Backend)
+		}
+		fmt.Fprintf(ios.ErrOut, "no default_image_ref is set for %s: building the default image here (once)\n", st.Backend)
+		return RunBuildDefault(ctx, ios, BuildDefaultOptions{Backend: st.Backend, Arch: arch, Force: o.Force})
+	}
+	o.Name = image.DefaultNameFor(st.Backend, arch)
+	fmt.Fprintf(ios.ErrOut, "fetching the default image from %s\n", ref)
+	return pullInto(ctx, ios, st, o, ref, arch)
+}
+
+// RunImagesExport writes an image to one OCI image-layout tar.
+func RunImagesExport(ctx context.Context, ios IO, o TransferOptions, imageName, file string) error {
+	st, err := imageStore(o.Backend)
+	if err != nil {
+		return err
+	}
+	im, err := st.Resolve(imageName)
+	if err != nil {
+		return err
+	}
+	if fi, err := os.Stat(file); err == nil && fi.IsDir() {
+		return fmt.Errorf("%s is a directory: give a file name, like %s", file, filepath.Join(file, "image.tar"))
+	}
+	if _, err := os.Stat(filepath.Dir(file)); err != nil {
+		return fmt.Errorf("cannot write %s: %w", file, err)
+	}
+	prog := newByteProgress(ios.Out)
+	a, err := ociimage.Pack(ctx, im, ociimage.PackOptions{WorkDir: workDir(st, "export"), KeepFiles: true, Progress: prog})
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	if err := ociimage.Export(ctx, a, file, prog); err != nil {
+		return fmt.Errorf("export %s: %w", imageName, err)
+	}
+	fmt.Fprintf(ios.Out, "exported %s (%s) to %s: `heyvm images import %s` on the other machine\n", im.Name, im.Meta.Arch, file, filepath.Base(file))
+	return nil
+}
+
+// RunImagesImport adds the image in an exported tar to the store.
+func RunImagesImport(ctx context.Context, ios IO, o TransferOptions, file string) (*image.Image, error) {
+	st, err := imageStore(o.Backend)
+	if err != nil {
+		return nil, err
+	}
+	arch, err := o.arch(st)
+	if err != nil {
+		return nil, err
+	}
+	if o.Name != "" {
+		if err := image.ValidateName(o.Name); err != nil {
+			return nil, err
+		}
+	}
+	if _, err := os.Stat(file); err != nil {
+		return nil, fmt.Errorf("import: %w", err)
+	}
+	dir := workDir(st, "import")
+	defer os.RemoveAll(dir)
+	src, err := ociimage.ExtractLayout(ctx, file, dir, newByteProgress(ios.Out))
+	if err != nil {
+		return nil, err
+	}
+	return install(ctx, ios, st, o, src, arch, "import "+file)
+}
