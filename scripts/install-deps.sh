@@ -12,6 +12,7 @@ pkgs=(
 	busybox-static openssh-client                # OpenSSH for `ssh-config` and the benchmark
 	qemu-user-static binfmt-support              # building the arm64 image on x86
 	git tmux ca-certificates              # git for `heyvm wt`; tmux drives the interactive test
+	systemd                                      # systemd-analyze checks the autostart unit
 )
 missing=()
 for p in "${pkgs[@]}"; do

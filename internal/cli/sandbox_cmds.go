@@ -27,7 +27,7 @@ func addSandboxCommands(root *cobra.Command, ios IO) {
 		newCreateCmd(ios), newStartCmd(ios), newStopCmd(ios), newRestartCmd(ios), newRmCmd(ios),
 		newListCmd(ios), newGetCmd(ios), newExecCmd(ios), newShCmd(ios), newSSHConfigCmd(ios),
 		newTestVMCmd(ios, "test-vm", ""), newTestVMCmd(ios, "test-apple-virt", "apple_virt"), newBackendsCmd(ios), newOwnerCmd(),
-		newWtCmd(ios), newConsoleCmd(ios), newLogsCmd(ios),
+		newWtCmd(ios), newConsoleCmd(ios), newLogsCmd(ios), newAutostartCmd(ios),
 	)
 }
 
@@ -73,6 +73,7 @@ type CreateOptions struct {
 	Workspace   *sandbox.Workspace
 	MountSpecs  []string // --mount, parsed into Mounts by validate
 	PortSpecs   []string // --port, parsed into Ports by validate
+	Autostart   bool     // start it again when the host boots
 }
 
 func (o *CreateOptions) validate() error {
@@ -151,6 +152,7 @@ func newCreateCmd(ios IO) *cobra.Command {
 	cmd.Flags().BoolVar(&o.PrintID, "print-id", false, "print only the id")
 	cmd.Flags().StringArrayVar(&o.MountSpecs, "mount", nil, "share a host directory: HOST:GUEST[:ro] (repeatable)")
 	cmd.Flags().StringArrayVar(&o.PortSpecs, "port", nil, "forward 127.0.0.1:HOST to the guest: GUEST or HOST:GUEST (repeatable)")
+	cmd.Flags().BoolVar(&o.Autostart, "autostart", false, "start this sandbox again when the host boots (see `heyvm autostart`)")
 	return cmd
 }
 
@@ -206,15 +208,21 @@ func createSandbox(ctx context.Context, ios IO, e env, o *CreateOptions) (*sandb
 		ID: id, Name: name, Image: im.Name, Backend: b.Name(), Arch: im.Meta.Arch,
 		CPUs: o.CPUs, MemoryMiB: o.MemoryMiB, DiskSizeMiB: int(diskSize >> 20),
 		Env: o.Env, Mounts: o.Mounts, Ports: o.Ports, TTL: sandbox.Duration(o.TTL),
-		MAC: sandbox.NewMAC(), Workspace: o.Workspace,
+		MAC: sandbox.NewMAC(), Workspace: o.Workspace, Autostart: o.Autostart,
 	}
-	return e.store.Create(ctx, cfg, func(rootfs string) error {
+	sb, err := e.store.Create(ctx, cfg, func(rootfs string) error {
 		_, err := diskclone.Clone(im.Rootfs(), rootfs, diskSize)
 		if err != nil {
 			return fmt.Errorf("clone the image disk: %w", err)
 		}
 		return nil
 	})
+	if err == nil && o.Autostart {
+		if uerr := syncAutostartUnit(e, ios); uerr != nil {
+			fmt.Fprintf(ios.ErrOut, "warning: %s is marked for autostart, but the boot-time unit could not be installed: %v\n", sb.Config.Name, uerr)
+		}
+	}
+	return sb, err
 }
 
 // resolveImage finds an image; the default one is pulled (or built) on
@@ -354,6 +362,9 @@ func runRm(ctx context.Context, ios IO, e env, ref string, yes, force bool) erro
 		return err
 	}
 	fmt.Fprintf(ios.Out, "removed %s\n", name)
+	if sb.Config.Autostart {
+		return syncAutostartUnit(e, ios)
+	}
 	return nil
 }
 

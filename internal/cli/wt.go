@@ -53,6 +53,7 @@ func newWtCmd(ios IO) *cobra.Command {
 	cmd.Flags().DurationVar(&o.Create.TTL, "ttl", 0, "stop the sandbox after this long (e.g. 90m)")
 	cmd.Flags().IntVar(&ttlSeconds, "ttl-seconds", 0, "like --ttl, in seconds")
 	cmd.Flags().StringArrayVar(&o.Create.PortSpecs, "port", nil, "forward 127.0.0.1:HOST to the guest: GUEST or HOST:GUEST (repeatable)")
+	cmd.Flags().BoolVar(&o.Create.Autostart, "autostart", false, "start this sandbox again when the host boots (see `heyvm autostart`)")
 	return cmd
 }
 
@@ -114,6 +115,13 @@ func RunWt(ctx context.Context, ios IO, o *WtOptions) error {
 		}
 	} else if sb.Config.Workspace == nil || sb.Config.Workspace.Repo != repo.Top || sb.Config.Workspace.Branch != o.Branch {
 		return fmt.Errorf("sandbox %s already exists and is not the wt sandbox of %s branch %s: remove it with `heyvm rm %s`", name, repo.Top, o.Branch, name)
+	} else if o.Create.Autostart && !sb.Config.Autostart {
+		if sb.Config, err = e.store.Update(ctx, sb.Config.ID, func(c *sandbox.Config) { c.Autostart = true }); err != nil {
+			return err
+		}
+		if err := syncAutostartUnit(e, ios); err != nil {
+			return err
+		}
 	}
 
 	st, err := sandbox.ReadState(sb.Files)

@@ -18,7 +18,7 @@ import (
 )
 
 // Config is sandbox.yaml: what the user asked for. Only create (and wt
-// reuse) writes it; the owner never does.
+// reuse) and Store.Update (autostart marks) write it; the owner never does.
 type Config struct {
 	ID          string                `yaml:"id" json:"id"`
 	Name        string                `yaml:"name" json:"name"`
@@ -35,6 +35,9 @@ type Config struct {
 	MAC         string                `yaml:"mac" json:"mac"`
 	Created     time.Time             `yaml:"created" json:"created"`
 	Workspace   *Workspace            `yaml:"workspace,omitempty" json:"workspace,omitempty"`
+	// Autostart marks a sandbox that `heyvm autostart run` (the boot-time
+	// unit) starts.
+	Autostart bool `yaml:"autostart,omitempty" json:"autostart"`
 }
 
 // Workspace records the git worktree a `heyvm wt` sandbox serves.

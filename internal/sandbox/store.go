@@ -197,6 +197,26 @@ func (s Store) Remove(ctx context.Context, id string) error {
 	return os.RemoveAll(trash)
 }
 
+// Update applies change to a sandbox's config and writes sandbox.yaml
+// atomically, under the store lock so two updates never lose each other.
+func (s Store) Update(ctx context.Context, id string, change func(*Config)) (*Config, error) {
+	lock, err := fsutil.LockContext(ctx, s.Root.SandboxStoreLock())
+	if err != nil {
+		return nil, err
+	}
+	defer lock.Unlock()
+	files := s.Root.Sandbox(id)
+	cfg, err := ReadConfig(files.Config())
+	if err != nil {
+		return nil, err
+	}
+	change(cfg)
+	if err := WriteConfig(files.Config(), cfg); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
 // UsersOfImage lists the sandboxes (by name) created from an image.
 func (s Store) UsersOfImage(backendName, imageName string) ([]string, error) {
 	all, _, err := s.List()
