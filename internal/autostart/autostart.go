@@ -135,7 +135,10 @@ func (u Unit) Content() ([]byte, error) {
 		}, plist.XMLFormat, "\t")
 	}
 	var b bytes.Buffer
-	err := systemdTemplate.Execute(&b, struct{ Unit; WantedBy string }{u, u.wantedBy()})
+	err := systemdTemplate.Execute(&b, struct {
+		Unit
+		WantedBy string
+	}{u, u.wantedBy()})
 	return b.Bytes(), err
 }
 
