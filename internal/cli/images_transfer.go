@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/heyvm/heyvm/internal/image"
+	"github.com/heyvm/heyvm/internal/layout"
 	"github.com/heyvm/heyvm/internal/ociimage"
 	"github.com/heyvm/heyvm/internal/userconfig"
 )
@@ -104,9 +105,14 @@ func RunImagesPush(ctx context.Context, ios IO, o TransferOptions, imageName, re
 	if _, err := reg.ParseRef(ref); err != nil {
 		return err
 	}
+	work, err := workDir(st, "push")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
 	prog := newByteProgress(ios.Out)
 	a, err := ociimage.Pack(ctx, im, ociimage.PackOptions{
-		WorkDir:   workDir(st, "push"),
+		WorkDir:   work,
 		CacheFile: st.Root.PushCache(st.Backend, im.Name),
 		Progress:  prog,
 	})
@@ -122,16 +128,13 @@ func RunImagesPush(ctx context.Context, ios IO, o TransferOptions, imageName, re
 	return nil
 }
 
-// workDir is a fresh scratch directory on the store's file system.
-func workDir(st image.Store, what string) string {
-	d, err := os.MkdirTemp(st.Root.CacheDir(), what+"-")
-	if err != nil {
-		os.MkdirAll(st.Root.CacheDir(), 0o700)
-		if d, err = os.MkdirTemp(st.Root.CacheDir(), what+"-"); err != nil {
-			return filepath.Join(os.TempDir(), fmt.Sprintf("heyvm-%s-%d", what, os.Getpid()))
-		}
+// workDir is a fresh scratch directory on the store's file system (the
+// compressed layers can be large; /tmp may be a small tmpfs).
+func workDir(st image.Store, what string) (string, error) {
+	if err := layout.EnsureDir(st.Root.CacheDir()); err != nil {
+		return "", err
 	}
-	return d
+	return os.MkdirTemp(st.Root.CacheDir(), what+"-")
 }
 
 func (o TransferOptions) arch(st image.Store) (string, error) {
@@ -252,8 +255,13 @@ func RunImagesExport(ctx context.Context, ios IO, o TransferOptions, imageName, 
 	if _, err := os.Stat(filepath.Dir(file)); err != nil {
 		return fmt.Errorf("cannot write %s: %w", file, err)
 	}
+	work, err := workDir(st, "export")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
 	prog := newByteProgress(ios.Out)
-	a, err := ociimage.Pack(ctx, im, ociimage.PackOptions{WorkDir: workDir(st, "export"), KeepFiles: true, Progress: prog})
+	a, err := ociimage.Pack(ctx, im, ociimage.PackOptions{WorkDir: work, KeepFiles: true, Progress: prog})
 	if err != nil {
 		return err
 	}
@@ -283,7 +291,10 @@ func RunImagesImport(ctx context.Context, ios IO, o TransferOptions, file string
 	if _, err := os.Stat(file); err != nil {
 		return nil, fmt.Errorf("import: %w", err)
 	}
-	dir := workDir(st, "import")
+	dir, err := workDir(st, "import")
+	if err != nil {
+		return nil, err
+	}
 	defer os.RemoveAll(dir)
 	src, err := ociimage.ExtractLayout(ctx, file, dir, newByteProgress(ios.Out))
 	if err != nil {

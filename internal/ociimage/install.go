@@ -173,6 +173,7 @@ func Install(ctx context.Context, src Source, o InstallOptions) (*image.Image, b
 	if err := layout.EnsureDir(o.Store.Dir()); err != nil {
 		return nil, false, err
 	}
+	cleanAbandonedPulls(o.Store.Dir(), 7*24*time.Hour)
 	staging := filepath.Join(o.Store.Dir(), ".pull-"+digest.Hex[:24])
 	if err := os.MkdirAll(filepath.Join(staging, "image"), 0o700); err != nil {
 		return nil, false, err
@@ -268,6 +269,22 @@ func Install(ctx context.Context, src Source, o InstallOptions) (*image.Image, b
 	os.RemoveAll(staging)
 	im, err := o.Store.Resolve(name)
 	return im, true, err
+}
+
+// cleanAbandonedPulls removes the staging areas of pulls that nobody has
+// resumed for a week (and that no pull holds now).
+func cleanAbandonedPulls(dir string, age time.Duration) {
+	old, _ := filepath.Glob(filepath.Join(dir, ".pull-*"))
+	for _, d := range old {
+		fi, err := os.Stat(filepath.Join(d, "verified"))
+		if err != nil || time.Since(fi.ModTime()) < age {
+			continue
+		}
+		if l, err := fsutil.TryLock(filepath.Join(d, "lock")); err == nil {
+			os.RemoveAll(d)
+			l.Unlock()
+		}
+	}
 }
 
 // fetchPiece downloads one layer, decompresses it into f at its offset,

@@ -79,10 +79,14 @@ func TestAutostartAfterSimulatedRestart(t *testing.T) {
 
 	crash(t, env, "marked")
 	crash(t, env, "plain")
-	out := must(t, env, "autostart", "run")
-	if !strings.Contains(out, "started marked") {
-		t.Fatalf("autostart run: %s", out)
+	// A marked sandbox that cannot start (its image is gone) is reported,
+	// makes the run fail, and does not keep the others from starting.
+	broken := writeFakeSandbox(t, env, "bad000000000", "id: bad000000000\nname: broken\nimage: nosuch:1\nbackend: qemu\narch: amd64\ncpus: 1\nmemory_mib: 256\nautostart: true\n")
+	out, errOut, code := runIn(env, "", "autostart", "run")
+	if code == 0 || !strings.Contains(errOut, "broken did not start") || !strings.Contains(errOut, "1 of 2 marked sandboxes did not start") || !strings.Contains(out, "started marked") {
+		t.Fatalf("autostart run with a broken sandbox: exit %d\n%s\n%s", code, out, errOut)
 	}
+	os.RemoveAll(broken)
 	if got := strings.TrimSpace(must(t, env, "exec", "marked", "--", "echo", "back")); got != "back" {
 		t.Fatalf("marked sandbox after autostart run: %q", got)
 	}
