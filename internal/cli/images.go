@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -56,7 +55,7 @@ func newImagesCmd(ios IO) *cobra.Command {
 
 	bo := BuildDefaultOptions{}
 	build := &cobra.Command{
-		Use: "build-default", Short: "Build the default Debian guest image (needs root)", Args: cobra.NoArgs,
+		Use: "build-default", Short: "Build the default Debian guest image (no root needed)", Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(c.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
@@ -68,7 +67,7 @@ func newImagesCmd(ios IO) *cobra.Command {
 	build.Flags().StringVar(&bo.Arch, "arch", "", "guest architecture: amd64 or arm64 (default: this host's)")
 	build.Flags().BoolVar(&bo.Force, "force", false, "rebuild even if the image exists")
 
-	cmd.AddCommand(list, inspect, rm, build)
+	cmd.AddCommand(list, inspect, rm, build, newAssembleCmd())
 	addTransferCommands(cmd, ios, &backendName)
 	requireSubcommand(cmd)
 	return cmd
@@ -235,8 +234,8 @@ func RunBuildDefault(ctx context.Context, ios IO, o BuildDefaultOptions) (*image
 		Store:    st,
 		Arch:     arch,
 		Force:    o.Force,
-		CacheDir: filepath.Join(st.Root.Dir, "cache", "debootstrap-"+arch),
 		Progress: prog,
+		SelfExec: selfExec(assembleCmdName),
 	})
 	prog.Done()
 	if err != nil {
@@ -275,4 +274,26 @@ func humanAge(t time.Time) string {
 		return fmt.Sprintf("%dh", int(d.Hours()))
 	}
 	return fmt.Sprintf("%dd", int(d.Hours()/24))
+}
+
+// assembleCmdName is the hidden command that assembles an image's root
+// file system as root of a user namespace (see imagebuild).
+const assembleCmdName = "__assemble"
+
+func newAssembleCmd() *cobra.Command {
+	return &cobra.Command{
+		Use: assembleCmdName + " SPEC", Hidden: true, Args: cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			return imagebuild.AssembleMain(c.Context(), args[0], c.OutOrStdout())
+		},
+	}
+}
+
+// selfExec is the argv that runs this binary's `images NAME`.
+func selfExec(name string) []string {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil
+	}
+	return []string{exe, "images", name}
 }

@@ -23,7 +23,7 @@ type buildProgress struct {
 func newBuildProgress(w io.Writer) *buildProgress {
 	p := &buildProgress{w: w}
 	if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-		p.bar = progressbar.NewOptions(6,
+		p.bar = progressbar.NewOptions(1,
 			progressbar.OptionSetWriter(w),
 			progressbar.OptionSetWidth(20),
 			progressbar.OptionShowCount(),
@@ -40,6 +40,7 @@ func (p *buildProgress) Stage(n, total int, what string) {
 		fmt.Fprintf(p.w, "building image: %s\n", p.stage)
 		return
 	}
+	p.bar.ChangeMax(total)
 	p.bar.Describe(p.stage)
 	p.bar.Set(n - 1)
 }

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/heyvm/heyvm/internal/backend"
+	"github.com/heyvm/heyvm/internal/backend/qemu"
 	"github.com/heyvm/heyvm/internal/diskclone"
 	"github.com/heyvm/heyvm/internal/image"
 	"github.com/heyvm/heyvm/internal/layout"
@@ -194,6 +195,9 @@ func createSandbox(ctx context.Context, ios IO, e env, o *CreateOptions) (*sandb
 	im, err := resolveImage(ctx, ios, e, b.Name(), o.Image)
 	if err != nil {
 		return nil, err
+	}
+	if b.Name() == "qemu" {
+		noteKVMOnce(ios, e.root)
 	}
 	id := sandbox.NewID()
 	name := o.Name
@@ -608,4 +612,16 @@ func consoleTail(sb *sandbox.Sandbox, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// noteKVMOnce tells a user once (per state root) that joining the kvm
+// group would make their VMs fast.
+func noteKVMOnce(ios IO, root layout.Root) {
+	if _, err := os.Stat(root.KVMNoteShown()); err == nil {
+		return
+	}
+	if note := qemu.KVMNoteHere(); note != "" {
+		fmt.Fprintln(ios.ErrOut, note)
+		os.WriteFile(root.KVMNoteShown(), nil, 0o600)
+	}
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/heyvm/heyvm/internal/fsutil"
 	"github.com/heyvm/heyvm/internal/layout"
+	"github.com/heyvm/heyvm/internal/userns"
 )
 
 // ErrNotFound means no image by that name exists for the backend.
@@ -221,7 +222,7 @@ func (s Store) CleanStaleBuilds() error {
 	for _, de := range des {
 		n := de.Name()
 		if strings.HasPrefix(n, buildPrefix) || strings.HasPrefix(n, ".rm-") || strings.HasPrefix(n, ".old-") {
-			if err := fsutil.RemoveAllSafely(filepath.Join(s.Dir(), n)); err != nil {
+			if err := removeBuildDir(filepath.Join(s.Dir(), n)); err != nil {
 				return fmt.Errorf("remove leftover of an interrupted build %s: %w", n, err)
 			}
 		}
@@ -275,8 +276,18 @@ func (s Store) moveIntoPlace(dir, name string, replace bool) error {
 	return fsutil.SyncDir(s.Dir())
 }
 
+// removeBuildDir removes a build's leftovers. An interrupted rootless
+// build leaves files owned by subordinate ids, which only the user
+// namespace can remove.
+func removeBuildDir(dir string) error {
+	if err := fsutil.RemoveAllSafely(dir); err != nil {
+		return userns.RemoveAll(dir)
+	}
+	return nil
+}
+
 // Abort throws the staging directory away.
 func (b *Build) Abort() {
-	fsutil.RemoveAllSafely(b.Dir)
+	removeBuildDir(b.Dir)
 	b.lock.Unlock()
 }

@@ -1,11 +1,13 @@
 // Package imagebuild builds heyvm's default guest image from Debian
-// packages alone: debootstrap for the root file system, Debian's cloud
-// kernel, and an initramfs that heyvm writes itself.
+// packages alone: mmdebstrap for the root file system, Debian's cloud
+// kernel, and an initramfs that heyvm writes itself. No step needs root:
+// as an ordinary user, mmdebstrap runs in its unshare mode and the root
+// file system is assembled inside a user namespace (see internal/userns),
+// so owners and setuid bits in the image are real.
 package imagebuild
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"embed"
@@ -17,7 +19,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"runtime"
 	"sort"
 	"strings"
@@ -27,6 +28,7 @@ import (
 	"github.com/heyvm/heyvm/internal/fsutil"
 	"github.com/heyvm/heyvm/internal/image"
 	"github.com/heyvm/heyvm/internal/layout"
+	"github.com/heyvm/heyvm/internal/userns"
 )
 
 //go:embed guest/*
@@ -41,7 +43,7 @@ func GuestFile(name string) []byte {
 	return b
 }
 
-// Packages are installed on top of debootstrap's minbase variant. git is
+// Packages are installed on top of mmdebstrap's minbase variant. git is
 // there because `heyvm wt` sandboxes work on a mounted git worktree.
 var Packages = []string{"openssh-server", "busybox-static", "e2fsprogs", "git"}
 
@@ -57,7 +59,7 @@ func RecipeHash() string {
 		fmt.Fprintf(h, "%s %d\n", n, len(b))
 		h.Write(b)
 	}
-	fmt.Fprintf(h, "%v %v %s", Packages, InitramfsModules, KernelCmdline)
+	fmt.Fprintf(h, "%v %v %s %s", Packages, InitramfsModules, KernelCmdline, kernelHook)
 	return hex.EncodeToString(h.Sum(nil))[:16]
 }
 
@@ -92,12 +94,14 @@ type Options struct {
 	Mirror     string
 	Suite      string
 	RootfsSize int64
-	// CacheDir keeps downloaded .debs between builds (debootstrap --cache-dir).
-	CacheDir string
-	Progress Progress
+	Progress   Progress
+	// SelfExec is how to run this binary's hidden assemble command
+	// (argv before the spec file), used to assemble the root file system
+	// inside a user namespace when not running as root.
+	SelfExec []string
 }
 
-const totalStages = 6
+const totalStages = 7
 
 // Build builds the image and moves it into place atomically. With the
 // image present and Force unset it does nothing and returns the image.
@@ -161,19 +165,21 @@ func Build(ctx context.Context, o Options) (*image.Image, error) {
 // checkHost fails early, with what to install, when the host lacks a tool.
 func checkHost(arch string) error {
 	if runtime.GOOS != "linux" {
-		return errors.New("images are built on Linux (debootstrap needs it): on a Linux machine run `sudo heyvm images build-default --backend apple_virt`, then copy its ~/.heyo/images/apple_virt/debian:12 directory to the same place here")
-	}
-	if os.Geteuid() != 0 {
-		return errors.New("building an image needs root (debootstrap works in a chroot): run `sudo heyvm images build-default`, with HEYO_HOME set if the image should land outside root's home")
+		return errors.New("images are built on Linux (mmdebstrap needs it): on a Linux machine run `heyvm images build-default --backend apple_virt`, then `heyvm images push` it to a registry (or `heyvm images export` it to a file) and pull or import it here")
 	}
 	var missing []string
-	for _, tool := range []string{"debootstrap", "mkfs.ext4", "depmod", "dpkg-deb", "chroot"} {
+	for _, tool := range []string{"mmdebstrap", "mkfs.ext4", "depmod", "dpkg-deb", "tar"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			missing = append(missing, tool)
 		}
 	}
 	if len(missing) > 0 {
-		return fmt.Errorf("missing %s: run `sudo apt-get install debootstrap e2fsprogs kmod dpkg coreutils`", strings.Join(missing, ", "))
+		return fmt.Errorf("missing %s: run `sudo apt-get install mmdebstrap e2fsprogs kmod dpkg tar`", strings.Join(missing, ", "))
+	}
+	if userns.Rootless() {
+		if _, err := userns.ThisHost().Check(); err != nil {
+			return err
+		}
 	}
 	if arch != image.NativeArch() {
 		return ensureBinfmt(arch)
@@ -192,89 +198,78 @@ func qemuUserName(arch string) string {
 	return arch
 }
 
-// ensureBinfmt makes foreign binaries runnable in the chroot through
-// qemu-user-static, mounting binfmt_misc and enabling the handler if the
-// host has them installed but not active (common in containers).
+// ensureBinfmt checks that foreign binaries run through qemu-user-static
+// (mmdebstrap runs the guest's maintainer scripts). As root it mounts
+// binfmt_misc and enables the handler if installed but inactive (common in
+// containers); an ordinary user is told the command.
 func ensureBinfmt(arch string) error {
 	q := qemuUserName(arch)
 	entry := "/proc/sys/fs/binfmt_misc/qemu-" + q
+	for _, need := range []string{"/usr/bin/qemu-" + q + "-static", "/usr/bin/arch-test"} {
+		if _, err := os.Stat(need); err != nil {
+			return fmt.Errorf("building an %s image on this host needs qemu-user-static and arch-test: run `sudo apt-get install qemu-user-static binfmt-support arch-test`", arch)
+		}
+	}
 	if _, err := os.Stat(entry); err == nil {
 		return nil
 	}
-	if _, err := os.Stat("/usr/bin/qemu-" + q + "-static"); err != nil {
-		return fmt.Errorf("building an %s image on this host needs qemu-user-static: run `sudo apt-get install qemu-user-static binfmt-support`", arch)
+	if !userns.Rootless() {
+		if _, err := os.Stat("/proc/sys/fs/binfmt_misc/status"); err != nil {
+			_ = exec.Command("mount", "-t", "binfmt_misc", "binfmt_misc", "/proc/sys/fs/binfmt_misc").Run()
+		}
+		_ = exec.Command("update-binfmts", "--enable", "qemu-"+q).Run()
 	}
-	if _, err := os.Stat("/proc/sys/fs/binfmt_misc/status"); err != nil {
-		_ = exec.Command("mount", "-t", "binfmt_misc", "binfmt_misc", "/proc/sys/fs/binfmt_misc").Run()
-	}
-	_ = exec.Command("update-binfmts", "--enable", "qemu-"+q).Run()
 	if _, err := os.Stat(entry); err != nil {
 		return fmt.Errorf("binfmt handler qemu-%s is not active: run `sudo update-binfmts --enable qemu-%s`", q, q)
 	}
 	return nil
 }
 
+// kernelHook runs in mmdebstrap's customize phase, inside its namespace,
+// where the guest's apt knows the right architecture: it downloads the
+// cloud kernel package (not installing it, which would run
+// initramfs-tools for an initramfs heyvm does not use) into a directory
+// mmdebstrap's cleanup leaves alone. $1 is the root; $arch is set in
+// front of it. It is passed inline, not as a file: in unshare mode the
+// hook runs as a subordinate uid that cannot read the user's 0700 dirs.
+const kernelHook = `set -e
+root="$1"
+pkg=$(chroot "$root" apt-cache depends "linux-image-cloud-$arch" | sed -n 's/^ *Depends: \(linux-image-[^ ]*\).*/\1/p' | head -n 1)
+[ -n "$pkg" ] || { echo "linux-image-cloud-$arch names no kernel package" >&2; exit 1; }
+mkdir -p "$root/var/lib/heyvm-kernel"
+chroot "$root" sh -c "cd /var/lib/heyvm-kernel && apt-get download -q $pkg"
+`
+
+// kernelDebDir is where kernelHook leaves the kernel package in the root.
+const kernelDebDir = "var/lib/heyvm-kernel"
+
 func buildInto(ctx context.Context, o Options, arch, out string) (*image.Metadata, error) {
 	p := o.Progress
-	root := filepath.Join(out, "root")
-	defer removeStaging(root)
-	foreign := arch != image.NativeArch()
-
-	p.Stage(1, totalStages, "debootstrap "+o.Suite+" ("+arch+")")
-	args := []string{"--variant=minbase", "--arch=" + arch, "--include=" + strings.Join(Packages, ",")}
-	if o.CacheDir != "" {
-		if err := os.MkdirAll(o.CacheDir, 0o700); err != nil {
-			return nil, err
-		}
-		args = append(args, "--cache-dir="+o.CacheDir)
+	p.Stage(1, totalStages, "mmdebstrap "+o.Suite+" ("+arch+")")
+	tarPath := filepath.Join(out, "root.tar")
+	mode := "root"
+	if userns.Rootless() {
+		mode = "unshare"
 	}
-	if foreign {
-		args = append(args, "--foreign")
-	}
-	args = append(args, o.Suite, root, o.Mirror)
-	if err := run(ctx, p, "debootstrap", args...); err != nil {
+	if err := run(ctx, p, "mmdebstrap", "--mode="+mode, "--variant=minbase", "--architectures="+arch,
+		"--include="+strings.Join(Packages, ","), "--customize-hook=arch="+arch+"\n"+kernelHook,
+		o.Suite, tarPath, o.Mirror); err != nil {
 		return nil, err
 	}
-	if foreign {
-		if err := run(ctx, p, "chroot", root, "/debootstrap/debootstrap", "--second-stage"); err != nil {
-			return nil, err
-		}
-	}
 
-	p.Stage(2, totalStages, "kernel linux-image-cloud-"+arch)
-	kpkg, kver, err := installKernel(ctx, p, root, arch, filepath.Join(out, "kernel"))
+	spec := AssembleSpec{Out: out, Tar: tarPath, RootfsSize: o.RootfsSize}
+	var res *AssembleResult
+	var err error
+	if userns.Rootless() {
+		res, err = assembleInNamespace(ctx, o, spec)
+	} else {
+		res, err = Assemble(ctx, spec, p)
+	}
 	if err != nil {
 		return nil, err
 	}
 
-	p.Stage(3, totalStages, "guest configuration")
-	if err := configureGuest(root); err != nil {
-		return nil, err
-	}
-
-	p.Stage(4, totalStages, "initramfs")
-	modules, err := writeInitramfs(root, kver, filepath.Join(out, layout.ImageInitrd))
-	if err != nil {
-		return nil, err
-	}
-	if err := os.Rename(filepath.Join(root, "boot", "vmlinuz-"+kver), filepath.Join(out, layout.ImageKernel)); err != nil {
-		return nil, fmt.Errorf("kernel image: %w", err)
-	}
-	if err := os.RemoveAll(filepath.Join(root, "boot")); err != nil {
-		return nil, err
-	}
-	if err := os.MkdirAll(filepath.Join(root, "boot"), 0o755); err != nil {
-		return nil, err
-	}
-
-	p.Stage(5, totalStages, "ext4 root file system")
-	rootfs := filepath.Join(out, layout.ImageRootfs)
-	if err := run(ctx, p, "mkfs.ext4", "-q", "-F", "-L", "heyvm-root", "-m", "0",
-		"-E", "root_owner=0:0", "-d", root, rootfs, fmt.Sprintf("%dk", o.RootfsSize/1024)); err != nil {
-		return nil, err
-	}
-
-	p.Stage(6, totalStages, "checksums")
+	p.Stage(totalStages, totalStages, "checksums")
 	sums := map[string]string{}
 	for _, f := range image.Files {
 		s, err := image.FileSHA256(filepath.Join(out, f))
@@ -288,16 +283,16 @@ func buildInto(ctx context.Context, o Options, arch, out string) (*image.Metadat
 		Backend:       o.Store.Backend,
 		Arch:          arch,
 		KernelCmdline: KernelCmdline,
-		KernelVersion: kver,
+		KernelVersion: res.KernelVersion,
 		RootfsSize:    o.RootfsSize,
 		Created:       time.Now().UTC().Truncate(time.Second),
 		Build: image.BuildInfo{
-			Recipe:     "debootstrap --variant=minbase",
+			Recipe:     "mmdebstrap --variant=minbase",
 			Suite:      o.Suite,
 			Mirror:     o.Mirror,
 			Packages:   append([]string(nil), Packages...),
-			Kernel:     kpkg,
-			Modules:    modules,
+			Kernel:     res.KernelPackage,
+			Modules:    res.Modules,
 			Tool:       "heyvm images build-default",
 			RecipeHash: RecipeHash(),
 		},
@@ -305,46 +300,97 @@ func buildInto(ctx context.Context, o Options, arch, out string) (*image.Metadat
 	}, nil
 }
 
+// AssembleSpec is what the assemble step works on; it crosses into the
+// user namespace as a JSON file.
+type AssembleSpec struct {
+	Out        string `json:"out"`
+	Tar        string `json:"tar"`
+	RootfsSize int64  `json:"rootfs_size"`
+}
+
+// AssembleResult is what the assemble step learned.
+type AssembleResult struct {
+	KernelPackage string   `json:"kernel_package"`
+	KernelVersion string   `json:"kernel_version"`
+	Modules       []string `json:"modules"`
+}
+
+// Assemble turns mmdebstrap's tar into vmlinuz, initrd and rootfs.img in
+// spec.Out. It must run as root: real root, or root of a user namespace
+// that maps the subordinate ids, so the tar's owners survive into the
+// ext4 image.
+func Assemble(ctx context.Context, spec AssembleSpec, p Progress) (*AssembleResult, error) {
+	root := filepath.Join(spec.Out, "root")
+	if err := os.Mkdir(root, 0o755); err != nil {
+		return nil, err
+	}
+	defer removeStaging(root)
+	p.Stage(2, totalStages, "unpack the root file system")
+	// ./dev is left empty: the guest mounts devtmpfs, and mknod is not
+	// allowed in a user namespace.
+	if err := run(ctx, p, "tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "-xpf", spec.Tar, "-C", root, "--exclude=./dev/*"); err != nil {
+		return nil, err
+	}
+	os.Remove(spec.Tar)
+
+	p.Stage(3, totalStages, "kernel")
+	kpkg, kver, err := installKernel(ctx, p, root, filepath.Join(spec.Out, "kernel"))
+	if err != nil {
+		return nil, err
+	}
+
+	p.Stage(4, totalStages, "guest configuration")
+	if err := configureGuest(root); err != nil {
+		return nil, err
+	}
+
+	p.Stage(5, totalStages, "initramfs")
+	modules, err := writeInitramfs(root, kver, filepath.Join(spec.Out, layout.ImageInitrd))
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Rename(filepath.Join(root, "boot", "vmlinuz-"+kver), filepath.Join(spec.Out, layout.ImageKernel)); err != nil {
+		return nil, fmt.Errorf("kernel image: %w", err)
+	}
+	if err := os.RemoveAll(filepath.Join(root, "boot")); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Join(root, "boot"), 0o755); err != nil {
+		return nil, err
+	}
+
+	p.Stage(6, totalStages, "ext4 root file system")
+	rootfs := filepath.Join(spec.Out, layout.ImageRootfs)
+	if err := run(ctx, p, "mkfs.ext4", "-q", "-F", "-L", "heyvm-root", "-m", "0",
+		"-E", "root_owner=0:0", "-d", root, rootfs, fmt.Sprintf("%dk", spec.RootfsSize/1024)); err != nil {
+		return nil, err
+	}
+	return &AssembleResult{KernelPackage: kpkg, KernelVersion: kver, Modules: modules}, nil
+}
+
 func removeStaging(root string) {
-	// RemoveAllSafely unmounts what debootstrap may have left mounted.
 	if err := fsutil.RemoveAllSafely(root); err != nil {
 		fmt.Fprintf(os.Stderr, "heyvm: could not remove build directory %s: %v\n", root, err)
 	}
 }
 
-var dependsRe = regexp.MustCompile(`(?m)^\s*Depends:\s*(linux-image-\S+)`)
-
-// installKernel puts Debian's cloud kernel into the root file system: it
-// asks the guest's own apt (which knows the right architecture) for the
-// package, and unpacks it with the host's dpkg-deb. The package is not
-// "installed" in dpkg's sense, which would run initramfs-tools for an
-// initramfs heyvm does not use.
-func installKernel(ctx context.Context, p Progress, root, arch, work string) (pkg, kver string, err error) {
-	meta := "linux-image-cloud-" + arch
-	var deps bytes.Buffer
-	cmd := exec.CommandContext(ctx, "chroot", root, "apt-cache", "depends", meta)
-	cmd.Stdout = &deps
-	cmd.Stderr = &deps
-	if err := cmd.Run(); err != nil {
-		return "", "", fmt.Errorf("look up %s: %v: %s", meta, err, deps.String())
-	}
-	m := dependsRe.FindStringSubmatch(deps.String())
-	if m == nil {
-		return "", "", fmt.Errorf("%s names no kernel package: %s", meta, deps.String())
-	}
-	pkg = m[1]
-	kver = strings.TrimPrefix(pkg, "linux-image-")
-	if err := run(ctx, p, "chroot", root, "sh", "-c", "cd /tmp && apt-get download -q "+pkg); err != nil {
-		return "", "", err
-	}
-	debs, _ := filepath.Glob(filepath.Join(root, "tmp", pkg+"_*.deb"))
+// installKernel unpacks the cloud kernel package that kernelHook left in
+// the root with dpkg-deb: modules into /lib/modules, the kernel into
+// /boot; then depmod -b.
+func installKernel(ctx context.Context, p Progress, root, work string) (pkg, kver string, err error) {
+	debs, _ := filepath.Glob(filepath.Join(root, kernelDebDir, "linux-image-*.deb"))
 	if len(debs) != 1 {
-		return "", "", fmt.Errorf("apt-get download %s left %d packages", pkg, len(debs))
+		return "", "", fmt.Errorf("the root file system holds %d kernel packages in /%s, want 1", len(debs), kernelDebDir)
 	}
+	base := filepath.Base(debs[0])
+	pkg = base[:strings.Index(base, "_")]
+	kver = strings.TrimPrefix(pkg, "linux-image-")
 	if err := run(ctx, p, "dpkg-deb", "-x", debs[0], work); err != nil {
 		return "", "", err
 	}
-	os.Remove(debs[0])
+	if err := os.RemoveAll(filepath.Join(root, kernelDebDir)); err != nil {
+		return "", "", err
+	}
 	// Move the pieces in by rename so the rootfs's merged-/usr symlinks
 	// (/lib -> usr/lib) are followed, never replaced.
 	modDst := filepath.Join(root, "lib", "modules")

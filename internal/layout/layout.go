@@ -96,6 +96,9 @@ func (r Root) SandboxesDir() string { return filepath.Join(r.Dir, "sandboxes") }
 func (r Root) ConfigFile() string   { return filepath.Join(r.Dir, "config.yaml") }
 func (r Root) CacheDir() string     { return filepath.Join(r.Dir, "cache") }
 
+// KVMNoteShown marks that the "join the kvm group" note was shown once.
+func (r Root) KVMNoteShown() string { return filepath.Join(r.Dir, ".kvm-note-shown") }
+
 // PushCache remembers the manifest of an image's last push or export.
 func (r Root) PushCache(backend, name string) string {
 	return filepath.Join(r.CacheDir(), "oci", backend, name+".json")

@@ -1,6 +1,7 @@
 // Package integration boots real VMs under QEMU and talks SSH to them
-// through the real heyvm binary. It needs root (debootstrap for the image
-// build) and qemu-system; without them each test skips and says why.
+// through the real heyvm binary. It runs as root (CI does) so it can make
+// the ordinary user the rootless tests run as, and needs qemu-system and
+// mmdebstrap; without them each test skips and says why.
 //
 // The default image is built once per machine into $HEYVM_TEST_IMAGE_CACHE
 // (default /var/tmp/heyvm-test-cache) and shared by every test run.
@@ -34,11 +35,11 @@ var (
 func TestMain(m *testing.M) {
 	code := func() int {
 		if os.Geteuid() != 0 {
-			skipWhy = "integration tests need root (debootstrap builds the image; virtiofsd needs root)"
+			skipWhy = "integration tests need root (they create an ordinary user for the rootless tests)"
 		} else if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
 			skipWhy = "qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)"
-		} else if _, err := exec.LookPath("debootstrap"); err != nil {
-			skipWhy = "debootstrap is not installed"
+		} else if _, err := exec.LookPath("mmdebstrap"); err != nil {
+			skipWhy = "mmdebstrap is not installed (apt-get install mmdebstrap)"
 		}
 		if skipWhy != "" {
 			fmt.Println("integration: skipping:", skipWhy)

@@ -78,3 +78,33 @@ func probeAccel(guestArch string) (string, string, error) {
 	}
 	return chooseAccel(guestArch, os.Getenv(EnvAccel), kvmOpens, cpuinfo)
 }
+
+// KVMNote says why an ordinary user gets TCG where KVM would work: the
+// device is there and the CPU could use it, but the user may not open
+// it. It returns "" when there is nothing the user can do about it.
+func KVMNote(user string, exists, opens bool, cpuinfo io.Reader) string {
+	if runtime.GOOS != "linux" || !exists || opens || (runtime.GOARCH == "amd64" && !hasVirtFlag(cpuinfo)) {
+		return ""
+	}
+	return fmt.Sprintf("note: /dev/kvm is here but you may not use it, so VMs run under TCG (many times slower): run `sudo usermod -aG kvm %s`, then log in again", user)
+}
+
+// KVMNoteHere is KVMNote for this host and user.
+func KVMNoteHere() string {
+	_, statErr := os.Stat("/dev/kvm")
+	opens := false
+	if f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0); err == nil {
+		opens = true
+		f.Close()
+	}
+	var cpuinfo io.Reader
+	if f, err := os.Open("/proc/cpuinfo"); err == nil {
+		defer f.Close()
+		cpuinfo = f
+	}
+	user := os.Getenv("USER")
+	if user == "" {
+		user = "$USER"
+	}
+	return KVMNote(user, statErr == nil, opens, cpuinfo)
+}

@@ -22,6 +22,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/heyvm/heyvm/internal/backend"
+	"github.com/heyvm/heyvm/internal/userns"
 )
 
 // VirtiofsdPath is where Debian's QEMU ships the C virtiofsd.
@@ -58,10 +59,32 @@ func sharesUsable() error {
 	if _, err := os.Stat(VirtiofsdPath); err != nil {
 		return fmt.Errorf("shared folders need virtiofsd, which is missing at %s: run `sudo apt-get install qemu-system-common`", VirtiofsdPath)
 	}
-	if os.Geteuid() != 0 {
-		return errors.New("shared folders on Linux need root: Debian's virtiofsd must run as root; run heyvm with sudo, or leave out --mount (and use `heyvm create` instead of `heyvm wt`)")
+	if userns.Rootless() {
+		// virtiofsd runs as root of a user namespace: check it can.
+		if _, err := userns.ThisHost().Check(); err != nil {
+			return fmt.Errorf("shared folders: %w", err)
+		}
 	}
 	return nil
+}
+
+// virtiofsdCommand is virtiofsd for one share. As root it runs as is. As
+// an ordinary user it runs as root of a user namespace that maps the user
+// to root and the subordinate ids to 1..65535: files the guest's root
+// creates belong to the user on the host, the user's files are root's in
+// the guest, and other guest ids land in the subordinate range. It gets a
+// private /run (its lock directory) and chroot sandboxing, since it cannot
+// set up its namespace sandbox from there.
+func virtiofsdCommand(args ...string) (*exec.Cmd, error) {
+	if !userns.Rootless() {
+		return exec.Command(VirtiofsdPath, args...), nil
+	}
+	cfg, err := userns.ThisHost().Check()
+	if err != nil {
+		return nil, err
+	}
+	argv := cfg.Args(append([]string{"sh", "-c", `mount -t tmpfs -o mode=0755 tmpfs /run && exec "$0" "$@"`, VirtiofsdPath}, append(args, "-o", "sandbox=chroot")...)...)
+	return exec.Command(argv[0], argv[1:]...), nil
 }
 
 // Start boots the machine described by spec.
@@ -210,7 +233,11 @@ func (m *machine) startVirtiofsd(spec backend.Spec, logw io.Writer) ([]string, e
 			return nil, err
 		}
 		os.Chmod(sock, 0o600)
-		cmd := exec.Command(VirtiofsdPath, "--fd=3", "-o", "source="+mt.HostPath, "-o", "cache=auto", "-o", "xattr", "-o", "log_level=warn")
+		cmd, err := virtiofsdCommand("--fd=3", "-o", "source="+mt.HostPath, "-o", "cache=auto", "-o", "xattr", "-o", "log_level=warn")
+		if err != nil {
+			f.Close()
+			return nil, err
+		}
 		cmd.ExtraFiles = []*os.File{f}
 		cmd.Stdout, cmd.Stderr = logw, logw
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}

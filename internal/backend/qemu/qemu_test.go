@@ -1,6 +1,7 @@
 package qemu
 
 import (
+	"io"
 	"runtime"
 	"strings"
 	"testing"
@@ -87,5 +88,25 @@ func TestBuildArgs(t *testing.T) {
 	arm := strings.Join(buildArgs(backend.Spec{Arch: "arm64", CPUs: 1, MemoryMiB: 256}, "tcg", nil), " ")
 	if !strings.Contains(arm, "-machine virt") {
 		t.Errorf("arm64 machine: %s", arm)
+	}
+}
+
+func TestKVMNote(t *testing.T) {
+	if runtime.GOOS != "linux" || runtime.GOARCH != "amd64" {
+		t.Skip("the note is for Linux on x86")
+	}
+	vmx := func() io.Reader { return strings.NewReader("flags\t: fpu vmx sse\n") }
+	if n := KVMNote("alice", true, false, vmx()); !strings.Contains(n, "usermod -aG kvm alice") {
+		t.Fatalf("usable KVM, no access: %q", n)
+	}
+	if n := KVMNote("alice", true, true, vmx()); n != "" {
+		t.Fatalf("KVM opens: %q", n)
+	}
+	if n := KVMNote("alice", false, false, vmx()); n != "" {
+		t.Fatalf("no /dev/kvm: %q", n)
+	}
+	// A /dev/kvm without vmx/svm (kvm_pvm here) would not help: no note.
+	if n := KVMNote("alice", true, false, strings.NewReader("flags\t: fpu sse\n")); n != "" {
+		t.Fatalf("no virtualisation flag: %q", n)
 	}
 }
