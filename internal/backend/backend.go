@@ -62,6 +62,37 @@ type Machine interface {
 	// Done is closed when the machine has ended; Err then says why.
 	Done() <-chan struct{}
 	Err() error
+	// Events reports run-state changes while the machine lives: paused
+	// (by a host I/O error or otherwise), resumed, a share's server gone.
+	// Nobody need listen; events that find no room are dropped.
+	Events() <-chan Event
+	// Resume continues a paused machine.
+	Resume(ctx context.Context) error
+}
+
+// EventKind is what happened to a running machine.
+type EventKind string
+
+const (
+	EventIOError     EventKind = "io-error"     // a host I/O error paused the VM
+	EventPaused      EventKind = "paused"       // the VM stopped running
+	EventResumed     EventKind = "resumed"      // the VM runs again
+	EventShareBroken EventKind = "share-broken" // a shared folder's server ended
+)
+
+// Event is one run-state change.
+type Event struct {
+	Kind    EventKind
+	Detail  string // the hypervisor's words: the I/O error, the share
+	NoSpace bool   // for EventIOError: the host file system is full
+}
+
+// Emit sends ev on ch without ever blocking the hypervisor's side.
+func Emit(ch chan Event, ev Event) {
+	select {
+	case ch <- ev:
+	default:
+	}
 }
 
 // Backend is one hypervisor.

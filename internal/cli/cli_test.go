@@ -108,3 +108,20 @@ func TestNameFromRef(t *testing.T) {
 		t.Errorf("foreign arch: %q", got)
 	}
 }
+
+func TestStateTextShowsWhy(t *testing.T) {
+	v := sandboxView{State: sandbox.Paused, Owner: &sandbox.OwnerInfo{Paused: &sandbox.PauseInfo{Reason: "host disk full: 3 MB free on /mnt"}}}
+	if got := v.stateText(); got != "paused (host disk full: 3 MB free on /mnt)" {
+		t.Fatalf("paused: %q", got)
+	}
+	v = sandboxView{State: sandbox.Running, Owner: &sandbox.OwnerInfo{BrokenShares: []string{"/data (/h): its virtiofsd exited"}}}
+	if got := v.stateText(); !strings.HasPrefix(got, "running (shared folder broken: /data") {
+		t.Fatalf("broken share: %q", got)
+	}
+}
+
+func TestExitErrorMessage(t *testing.T) {
+	if (ExitError{Code: 130, Msg: "gave up"}).Error() != "gave up" || (ExitError{Code: 3}).Error() != "exit status 3" {
+		t.Fatal("ExitError text")
+	}
+}

@@ -39,8 +39,13 @@ func viewOf(sb *sandbox.Sandbox) (sandboxView, error) {
 
 func (v sandboxView) stateText() string {
 	s := string(v.State)
-	if v.State == sandbox.Stopped && v.LastStop != nil {
+	switch {
+	case v.State == sandbox.Stopped && v.LastStop != nil:
 		s += " (" + v.LastStop.Reason + ")"
+	case v.Owner != nil && v.Owner.Paused != nil:
+		s += " (" + v.Owner.Paused.Reason + ")"
+	case v.Owner != nil && len(v.Owner.BrokenShares) > 0:
+		s += " (shared folder broken: " + strings.Join(v.Owner.BrokenShares, "; ") + ")"
 	}
 	return s
 }

@@ -20,10 +20,19 @@ type IO struct {
 	ErrOut io.Writer
 }
 
-// ExitError carries a specific exit status (e.g. a remote command's).
-type ExitError struct{ Code int }
+// ExitError carries a specific exit status (e.g. a remote command's),
+// and optionally a line to print.
+type ExitError struct {
+	Code int
+	Msg  string
+}
 
-func (e ExitError) Error() string { return fmt.Sprintf("exit status %d", e.Code) }
+func (e ExitError) Error() string {
+	if e.Msg != "" {
+		return e.Msg
+	}
+	return fmt.Sprintf("exit status %d", e.Code)
+}
 
 // NewRoot builds the command tree.
 func NewRoot(ios IO) *cobra.Command {
@@ -53,6 +62,9 @@ func Main(ctx context.Context, args []string) int {
 	}
 	var ee ExitError
 	if errors.As(err, &ee) {
+		if ee.Msg != "" {
+			fmt.Fprintf(ios.ErrOut, "heyvm: %s\n", ee.Msg)
+		}
 		return ee.Code
 	}
 	fmt.Fprintf(ios.ErrOut, "heyvm: %v\n", err)

@@ -16,6 +16,7 @@ import (
 	"github.com/heyvm/heyvm/internal/backend"
 	"github.com/heyvm/heyvm/internal/backend/qemu"
 	"github.com/heyvm/heyvm/internal/diskclone"
+	"github.com/heyvm/heyvm/internal/hostinfo"
 	"github.com/heyvm/heyvm/internal/image"
 	"github.com/heyvm/heyvm/internal/layout"
 	"github.com/heyvm/heyvm/internal/owner"
@@ -83,6 +84,9 @@ func (o *CreateOptions) validate() error {
 	}
 	if o.MemoryMiB < 128 {
 		return fmt.Errorf("--memory %d is too small: give at least 128 (MiB)", o.MemoryMiB)
+	}
+	if total, err := hostinfo.TotalMemory(); err == nil && int64(o.MemoryMiB)*hostinfo.MiB > total {
+		return fmt.Errorf("--memory %d MiB is more than this host has (%d MiB of physical memory): give at most %d", o.MemoryMiB, total/hostinfo.MiB, total/hostinfo.MiB/2)
 	}
 	if o.DiskSizeMiB < 0 {
 		return fmt.Errorf("--disk-size %d is negative: give a size in MiB, or leave it out for the image's size", o.DiskSizeMiB)
@@ -199,6 +203,14 @@ func createSandbox(ctx context.Context, ios IO, e env, o *CreateOptions) (*sandb
 	if b.Name() == "qemu" {
 		noteKVMOnce(ios, e.root)
 	}
+	if total, err := hostinfo.TotalMemory(); err == nil && int64(o.MemoryMiB)*hostinfo.MiB > total/2 {
+		fmt.Fprintf(ios.ErrOut, "warning: --memory %d MiB is more than half of this host's %d MiB; the host may start swapping\n", o.MemoryMiB, total/hostinfo.MiB)
+	}
+	// The clone takes what the image's disk holds; the guest needs room
+	// to write on top. Check before anything is written.
+	if err := hostinfo.NeedSpace(e.root.SandboxesDir(), image.DiskUsage(im.Dir)+createMargin, "a new sandbox (the disk clone and a working margin)"); err != nil {
+		return nil, err
+	}
 	id := sandbox.NewID()
 	name := o.Name
 	if name == "" {
@@ -251,6 +263,13 @@ func newStartCmd(ios IO) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if st, err := sandbox.ReadState(sb.Files); err == nil && st.Status == sandbox.Paused {
+				if err := owner.Resume(c.Context(), sb, st); err != nil {
+					return err
+				}
+				fmt.Fprintf(ios.Out, "resumed %s\n", sb.Config.Name)
+				return nil
+			}
 			started, err := owner.Start(c.Context(), e.root, sb)
 			if err != nil {
 				return fmt.Errorf("start %s: %w (see `heyvm logs %s`)", sb.Config.Name, err, sb.Config.Name)
@@ -266,6 +285,9 @@ func newStartCmd(ios IO) *cobra.Command {
 }
 
 const stopTimeout = 45 * time.Second
+
+// createMargin is the free space a new sandbox needs beyond its disk clone.
+const createMargin = 256 * hostinfo.MiB
 
 func newStopCmd(ios IO) *cobra.Command {
 	return &cobra.Command{
@@ -390,7 +412,41 @@ func isTerminal(r any) bool {
 }
 
 // connect opens an SSH client to a running sandbox.
-func connect(ctx context.Context, e env, sb *sandbox.Sandbox) (*ssh.Client, error) {
+// liveConn is an SSH connection to a sandbox watched by keepalives, so a
+// frozen or vanished VM ends every command on it within about 15 s.
+type liveConn struct {
+	*ssh.Client
+	sb   *sandbox.Sandbox
+	dead func() bool
+}
+
+// Keepalive timing: a probe every 5 s, given up after 3 unanswered.
+const keepaliveInterval, keepaliveMisses = 5 * time.Second, 3
+
+// outcome turns a remote command's end into heyvm's: a lost connection
+// says what state the sandbox is in; a command heyvm gave up on after a
+// signal exits 130 or 143 with a line saying it may still run.
+func (c *liveConn) outcome(code int, err error) (int, error) {
+	var ab *sshclient.AbandonedError
+	switch {
+	case errors.As(err, &ab):
+		return -1, ExitError{Code: ab.ExitCode(), Msg: ab.Error() + " in sandbox " + c.sb.Config.Name}
+	case err != nil && c.dead():
+		state := "in an unknown state"
+		if st, serr := sandbox.ReadState(c.sb.Files); serr == nil {
+			state = "now " + stateWithReason(st)
+		}
+		return -1, fmt.Errorf("lost the connection to sandbox %s: no answer for %s; it is %s", c.sb.Config.Name, keepaliveInterval*keepaliveMisses, state)
+	}
+	return code, err
+}
+
+// stateWithReason is a state as list shows it.
+func stateWithReason(st sandbox.State) string {
+	return sandboxView{State: st.Status, Owner: st.Owner, LastStop: st.LastStop}.stateText()
+}
+
+func connect(ctx context.Context, e env, sb *sandbox.Sandbox) (*liveConn, error) {
 	st, err := sandbox.ReadState(sb.Files)
 	if err != nil {
 		return nil, err
@@ -400,6 +456,8 @@ func connect(ctx context.Context, e env, sb *sandbox.Sandbox) (*ssh.Client, erro
 		return nil, fmt.Errorf("sandbox %s is stopped: start it with `heyvm start %s`", sb.Config.Name, sb.Config.Name)
 	case sandbox.Starting:
 		return nil, fmt.Errorf("sandbox %s is still starting: try again in a moment", sb.Config.Name)
+	case sandbox.Paused:
+		return nil, fmt.Errorf("sandbox %s is paused (%s): make room if its disk is full, then `heyvm start %s` resumes it", sb.Config.Name, st.Owner.Paused.Reason, sb.Config.Name)
 	}
 	signer, _, err := sshclient.ManagedKey(e.root)
 	if err != nil {
@@ -409,7 +467,11 @@ func connect(ctx context.Context, e env, sb *sandbox.Sandbox) (*ssh.Client, erro
 	if err != nil {
 		return nil, err
 	}
-	return sshclient.Dial(ctx, sshclient.Target{Host: st.Owner.SSHHost, Port: st.Owner.SSHPort, User: "root", Signer: signer, HostKey: key})
+	c, err := sshclient.Dial(ctx, sshclient.Target{Host: st.Owner.SSHHost, Port: st.Owner.SSHPort, User: "root", Signer: signer, HostKey: key})
+	if err != nil {
+		return nil, err
+	}
+	return &liveConn{Client: c, sb: sb, dead: sshclient.KeepAlive(c, keepaliveInterval, keepaliveMisses)}, nil
 }
 
 // validateEnv checks --env values (create, wt and exec share it).
@@ -483,10 +545,10 @@ func RunExec(ctx context.Context, ios IO, o *ExecOptions) (int, error) {
 	}
 	defer c.Close()
 	envs := append(append([]string(nil), sb.Config.Env...), o.Env...)
-	return sshclient.Exec(ctx, c, sshclient.ExecOptions{
+	return c.outcome(sshclient.Exec(ctx, c.Client, sshclient.ExecOptions{
 		Command: sshclient.CommandLine(o.Argv, o.Cwd, o.User, envs),
 		Stdin:   ios.In, Stdout: ios.Out, Stderr: ios.ErrOut, ForwardSignals: true,
-	})
+	}))
 }
 
 func newShCmd(ios IO) *cobra.Command {
@@ -515,7 +577,7 @@ func newShCmd(ios IO) *cobra.Command {
 }
 
 // runShell opens a login shell (in dir, if given) with the sandbox's env.
-func runShell(ctx context.Context, ios IO, c *ssh.Client, sb *sandbox.Sandbox, dir string) (int, error) {
+func runShell(ctx context.Context, ios IO, c *liveConn, sb *sandbox.Sandbox, dir string) (int, error) {
 	in, ok := ios.In.(*os.File)
 	if !ok {
 		in = os.Stdin
@@ -524,7 +586,7 @@ func runShell(ctx context.Context, ios IO, c *ssh.Client, sb *sandbox.Sandbox, d
 	if dir != "" || len(sb.Config.Env) > 0 {
 		command = sshclient.CommandLine([]string{"sh", "-c", `exec "${SHELL:-/bin/sh}" -l`}, dir, "", sb.Config.Env)
 	}
-	return sshclient.Shell(ctx, c, sshclient.ShellOptions{Command: command, Stdin: in, Stdout: ios.Out, Stderr: ios.ErrOut})
+	return c.outcome(sshclient.Shell(ctx, c.Client, sshclient.ShellOptions{Command: command, Stdin: in, Stdout: ios.Out, Stderr: ios.ErrOut}))
 }
 
 func newSSHConfigCmd(ios IO) *cobra.Command {
@@ -539,7 +601,7 @@ func newSSHConfigCmd(ios IO) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if st.Status != sandbox.Running {
+			if st.Owner == nil {
 				return fmt.Errorf("sandbox %s is %s: start it with `heyvm start %s` (its SSH port is chosen at boot)", sb.Config.Name, st.Status, sb.Config.Name)
 			}
 			fmt.Fprint(ios.Out, SSHConfig(e.root, sb, st.Owner))
@@ -560,6 +622,8 @@ func SSHConfig(root layout.Root, sb *sandbox.Sandbox, oi *sandbox.OwnerInfo) str
   UserKnownHostsFile %s
   HostKeyAlias %s
   StrictHostKeyChecking yes
+  ServerAliveInterval 5
+  ServerAliveCountMax 3
   LogLevel ERROR
 `, sb.Config.Name, oi.SSHHost, oi.SSHPort, root.PrivateKey(), sb.Files.KnownHosts(), sshclient.HostAlias(sb.Config.ID))
 }

@@ -86,7 +86,9 @@ func RunTestVM(ctx context.Context, ios IO, backendName string, detach bool) err
 			if err != nil {
 				return err
 			}
-			if err := check(c); err != nil {
+			err = check(c.Client)
+			c.Close()
+			if err != nil {
 				return err
 			}
 			_, err = owner.Stop(ctx, sb, stopTimeout)

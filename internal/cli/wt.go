@@ -161,7 +161,8 @@ func RunWt(ctx context.Context, ios IO, o *WtOptions) error {
 			return err
 		}
 		defer c.Close()
-		code, err = runShell(ctx, ios, c, sb, WorkspacePath)
+		lc := &liveConn{Client: c, sb: sb, dead: sshclient.KeepAlive(c, keepaliveInterval, keepaliveMisses)}
+		code, err = runShell(ctx, ios, lc, sb, WorkspacePath)
 		return err
 	})
 	if err != nil {

@@ -19,6 +19,7 @@
 //	    ├── owner.log, console.log                owner output, guest console (size-bounded)
 //	    ├── console.sock                          attach point for `heyvm console`
 //	    ├── last_stop.json                        when and why the VM last stopped
+//	    ├── pause.json                            while the owner runs: why the VM is paused (preallocated)
 //	    └── vz-machine-identifier                 apple_virt only: the VM's stable identity
 package layout
 
@@ -144,6 +145,11 @@ func (s Sandbox) OwnerLog() string    { return filepath.Join(s.Dir, "owner.log")
 func (s Sandbox) ConsoleLog() string  { return filepath.Join(s.Dir, "console.log") }
 func (s Sandbox) ConsoleSock() string { return filepath.Join(s.Dir, "console.sock") }
 func (s Sandbox) LastStop() string    { return filepath.Join(s.Dir, "last_stop.json") }
+
+// PauseState holds why the running VM is paused. It is allocated when the
+// owner starts and rewritten in place, so it can still be written when
+// the host disk is full (the usual reason for a pause).
+func (s Sandbox) PauseState() string { return filepath.Join(s.Dir, "pause.json") }
 
 // MachineIdentifier holds the apple_virt backend's generic machine
 // identifier. (No EFI variable store: apple_virt boots Linux directly.)

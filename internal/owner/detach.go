@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/heyvm/heyvm/internal/fsutil"
+	"github.com/heyvm/heyvm/internal/hostinfo"
 	"github.com/heyvm/heyvm/internal/layout"
 	"github.com/heyvm/heyvm/internal/sandbox"
 )
@@ -166,4 +167,34 @@ func Stop(ctx context.Context, sb *sandbox.Sandbox, timeout time.Duration) (wasR
 // LockStart takes start.lock, which serialises starts of one sandbox.
 func LockStart(ctx context.Context, sb *sandbox.Sandbox) (*fsutil.Lock, error) {
 	return fsutil.LockContext(ctx, sb.Files.StartLock())
+}
+
+// Resume asks the owner of a paused sandbox to resume its VM and waits
+// until it runs again. A VM paused by a full disk is resumed only with
+// room to write: otherwise it would pause again at once.
+func Resume(ctx context.Context, sb *sandbox.Sandbox, st sandbox.State) error {
+	if st.Owner.Paused.NoSpace {
+		if err := hostinfo.NeedSpace(sb.Files.Dir, ResumeMargin, "sandbox "+sb.Config.Name+" to resume"); err != nil {
+			return err
+		}
+	}
+	if err := syscall.Kill(st.Owner.PID, ResumeSignal); err != nil {
+		return fmt.Errorf("ask the owner of %s to resume: %w", sb.Config.Name, err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		cur, err := sandbox.ReadState(sb.Files)
+		if err != nil {
+			return err
+		}
+		if cur.Status != sandbox.Paused {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("sandbox %s is still paused after the resume request: see `heyvm logs --owner %s`", sb.Config.Name, sb.Config.Name)
 }

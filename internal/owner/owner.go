@@ -20,6 +20,7 @@ import (
 	"github.com/heyvm/heyvm/internal/backend"
 	"github.com/heyvm/heyvm/internal/console"
 	"github.com/heyvm/heyvm/internal/fsutil"
+	"github.com/heyvm/heyvm/internal/hostinfo"
 	"github.com/heyvm/heyvm/internal/image"
 	"github.com/heyvm/heyvm/internal/layout"
 	"github.com/heyvm/heyvm/internal/sandbox"
@@ -32,6 +33,10 @@ var ErrAlreadyRunning = errors.New("sandbox is already running")
 // ConsoleLogMax bounds console.log (it rotates once to console.log.1).
 const ConsoleLogMax = 1 << 20
 
+// StartMargin is the free space a sandbox's file system must have for it
+// to boot: the guest writes logs, keys and whatever it runs.
+const StartMargin = 128 * hostinfo.MiB
+
 // BootTimeout bounds the wait for the guest's ready line. TCG boots take
 // seconds; this only catches a guest that will never come up.
 var BootTimeout = 180 * time.Second
@@ -40,7 +45,7 @@ var BootTimeout = 180 * time.Second
 type Session struct {
 	root    layout.Root
 	sb      *sandbox.Sandbox
-	log     io.Writer
+	log     *retryLog
 	lock    *fsutil.Lock
 	machine backend.Machine
 	cancel  context.CancelFunc
@@ -55,6 +60,7 @@ type Session struct {
 	reason   string
 	mu       sync.Mutex
 	stopping bool
+	ready    bool // owner.json written: pauses are recorded, not boot failures
 }
 
 // BootOptions say which sandbox to boot and how its owner runs.
@@ -80,10 +86,10 @@ func Boot(ctx context.Context, o BootOptions) (*Session, error) {
 	}
 	lock.WriteOwnerPID(os.Getpid())
 	os.Remove(files.OwnerState()) // stale: its owner is gone, or we would not hold the lock
-	logw := o.Log
-	if logw == nil {
-		logw = io.Discard
+	if o.Log == nil {
+		o.Log = io.Discard
 	}
+	logw := newRetryLog(o.Log)
 	s := &Session{root: o.Root, sb: o.Sandbox, log: logw, lock: lock, stopped: make(chan struct{})}
 	fail := func(err error) (*Session, error) {
 		detail := err.Error()
@@ -118,6 +124,14 @@ func Boot(ctx context.Context, o BootOptions) (*Session, error) {
 			return fail(err)
 		}
 	}
+	// A guest that cannot write its disk cannot boot: say so now, not
+	// after a pause the boot would wait out.
+	if err := hostinfo.NeedSpace(files.Dir, StartMargin, "sandbox "+cfg.Name+" to run"); err != nil {
+		return fail(err)
+	}
+	if err := sandbox.ReservePause(files); err != nil {
+		return fail(err)
+	}
 	// The machine lives until Shutdown cancels this, not until ctx ends:
 	// ctx only bounds the boot.
 	mctx, cancel := context.WithCancel(context.Background())
@@ -133,17 +147,21 @@ func Boot(ctx context.Context, o BootOptions) (*Session, error) {
 
 	s.hub = newConsoleHub()
 	s.console = console.New(m.Console(), io.MultiWriter(s.conLog, s.hub))
-	bctx, bcancel := context.WithTimeout(ctx, BootTimeout)
+	// A host I/O error during boot ends the boot with its reason at once.
+	fctx, failBoot := context.WithCancelCause(ctx)
+	defer failBoot(nil)
+	go s.followEvents(failBoot)
+	bctx, bcancel := context.WithTimeout(fctx, BootTimeout)
 	defer bcancel()
 	uptime, err := s.console.WaitReady(bctx)
 	if err != nil {
-		return fail(s.bootError("waiting for the guest to boot", err))
+		return fail(s.bootError(bctx, "waiting for the guest to boot", err))
 	}
 	fmt.Fprintf(logw, "owner: guest ready after %s (guest uptime %ss)\n", time.Since(started).Round(time.Millisecond), uptime)
 
 	ip, hostKey, err := provision(bctx, s.console, pubLine)
 	if err != nil {
-		return fail(s.bootError("provisioning over the console", err))
+		return fail(s.bootError(bctx, "provisioning over the console", err))
 	}
 	fmt.Fprintf(logw, "owner: provisioned over the console after %s\n", time.Since(started).Round(time.Millisecond))
 	key, err := sshclient.PinHostKey(files.KnownHosts(), cfg.ID, hostKey)
@@ -153,7 +171,7 @@ func Boot(ctx context.Context, o BootOptions) (*Session, error) {
 	host, port := m.SSHEndpoint(ip)
 	s.target = sshclient.Target{Host: host, Port: port, User: "root", Signer: signer, HostKey: key}
 	if err := s.checkSSH(bctx); err != nil {
-		return fail(s.bootError("checking SSH", err))
+		return fail(s.bootError(bctx, "checking SSH", err))
 	}
 	fmt.Fprintf(logw, "owner: ssh ready at %s:%d after %s\n", host, port, time.Since(started).Round(time.Millisecond))
 
@@ -168,7 +186,11 @@ func Boot(ctx context.Context, o BootOptions) (*Session, error) {
 		t := started.Add(time.Duration(cfg.TTL)).UTC()
 		s.Info.ExpiresAt = &t
 	}
-	if err := sandbox.WriteOwnerInfo(files, s.Info); err != nil {
+	s.mu.Lock()
+	s.ready = true
+	err = sandbox.WriteOwnerInfo(files, s.Info)
+	s.mu.Unlock()
+	if err != nil {
 		return fail(err)
 	}
 	go s.watch()
@@ -257,7 +279,10 @@ func (s *Session) checkSSH(ctx context.Context) error {
 
 // bootError adds the end of the console log, which is where the guest
 // says what went wrong.
-func (s *Session) bootError(what string, err error) error {
+func (s *Session) bootError(ctx context.Context, what string, err error) error {
+	if cause := context.Cause(ctx); cause != nil && cause != ctx.Err() && !errors.Is(cause, context.DeadlineExceeded) && !errors.Is(cause, context.Canceled) {
+		return fmt.Errorf("%s: %w", what, cause)
+	}
 	if s.machine != nil {
 		select {
 		case <-s.machine.Done():
@@ -343,6 +368,14 @@ func (s *Session) Shutdown(reason string) {
 
 func (s *Session) gracefulStop() {
 	start := time.Now()
+	if p := s.currentPause(); p != nil && p.NoSpace {
+		// The guest cannot flush anything to a full disk: a poweroff
+		// would only pause it again.
+		fmt.Fprintf(s.log, "owner: the VM is paused (%s): forcing it off; what the guest had not written yet is lost\n", p.Reason)
+		s.machine.Kill()
+		<-s.machine.Done()
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	if c, err := sshclient.Dial(ctx, s.target); err == nil {
 		sshclient.Exec(ctx, c, sshclient.ExecOptions{Command: "nohup poweroff >/dev/null 2>&1 &"})
@@ -384,6 +417,7 @@ func (s *Session) finish(reason, detail string) {
 		s.reason = reason
 		files := s.sb.Files
 		os.Remove(files.OwnerState())
+		os.Remove(files.PauseState())
 		if s.hub != nil {
 			s.hub.close(files.ConsoleSock())
 		}

@@ -6,8 +6,10 @@ package sandbox
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -79,7 +81,7 @@ func (d Duration) MarshalJSON() ([]byte, error) {
 func ReadConfig(path string) (*Config, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, err
+		return nil, unreadable(err, path)
 	}
 	var c Config
 	if err := yaml.Unmarshal(b, &c); err != nil {
@@ -160,4 +162,14 @@ func SanitizeName(s string) string {
 		out = "sandbox"
 	}
 	return out
+}
+
+// unreadable words a permission error on a sandbox's files for the user:
+// which file, and how to get out of it.
+func unreadable(err error, path string) error {
+	if !errors.Is(err, os.ErrPermission) {
+		return err
+	}
+	dir := filepath.Dir(path)
+	return fmt.Errorf("cannot read %s (permission denied): a sandbox's files must belong to the user who runs heyvm; fix them with `chown -R $(id -u):$(id -g) %s` (as root), or remove the sandbox with `heyvm rm --force %s`", path, dir, filepath.Base(dir))
 }

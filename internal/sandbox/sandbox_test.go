@@ -213,3 +213,36 @@ func TestLockWaits(t *testing.T) {
 	}
 	l2.Unlock()
 }
+
+func TestPauseRecord(t *testing.T) {
+	files := layout.Sandbox{Dir: t.TempDir()}
+	if ReadPause(files) != nil {
+		t.Fatal("a missing record reads as paused")
+	}
+	if err := ReservePause(files); err != nil {
+		t.Fatal(err)
+	}
+	if ReadPause(files) != nil {
+		t.Fatal("a fresh record reads as paused")
+	}
+	p := &PauseInfo{Reason: "host disk full: 3 MB free on /mnt", NoSpace: true}
+	if err := WritePause(files, p); err != nil {
+		t.Fatal(err)
+	}
+	if got := ReadPause(files); got == nil || got.Reason != p.Reason || !got.NoSpace {
+		t.Fatalf("read back %+v", got)
+	}
+	fi, _ := os.Stat(files.PauseState())
+	if fi.Size() != pauseRecordSize {
+		t.Fatalf("record is %d bytes, want it fixed at %d", fi.Size(), pauseRecordSize)
+	}
+	WritePause(files, nil)
+	if ReadPause(files) != nil {
+		t.Fatal("a cleared record reads as paused")
+	}
+	// A torn record reads as not paused rather than failing.
+	os.WriteFile(files.PauseState(), []byte(`{"reason":"host di`), 0o600)
+	if ReadPause(files) != nil {
+		t.Fatal("a torn record reads as paused")
+	}
+}

@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -24,6 +25,17 @@ type OwnerInfo struct {
 	Ports       []backend.PortForward `json:"ports,omitempty"`
 	ExpiresAt   *time.Time            `json:"expires_at,omitempty"`
 	Detached    bool                  `json:"detached"`
+	// Paused is set while the VM is paused (by a host I/O error, say).
+	Paused *PauseInfo `json:"paused,omitempty"`
+	// BrokenShares lists shares whose server died under the running VM.
+	BrokenShares []string `json:"broken_shares,omitempty"`
+}
+
+// PauseInfo says why and since when a running sandbox's VM is paused.
+type PauseInfo struct {
+	Reason  string    `json:"reason"`
+	Since   time.Time `json:"since"`
+	NoSpace bool      `json:"no_space,omitempty"` // the host disk is full
 }
 
 // StopInfo is last_stop.json: when and why the VM last stopped.
@@ -47,6 +59,7 @@ type Status string
 
 const (
 	Running  Status = "running"  // owner alive, SSH ready
+	Paused   Status = "paused"   // owner alive, VM paused (owner.json says why)
 	Starting Status = "starting" // owner alive, not ready yet
 	Stopped  Status = "stopped"
 )
@@ -64,7 +77,7 @@ type State struct {
 func ReadState(files layout.Sandbox) (State, error) {
 	held, _, err := fsutil.HolderPID(files.OwnerLock())
 	if err != nil {
-		return State{}, err
+		return State{}, unreadable(err, files.OwnerLock())
 	}
 	var st State
 	if ls, err := readJSON[StopInfo](files.LastStop()); err == nil {
@@ -93,6 +106,10 @@ func ReadState(files layout.Sandbox) (State, error) {
 		}
 	case oerr == nil:
 		st.Status = Running
+		// pause.json is the truth about pauses (see WritePause).
+		if oi.Paused = ReadPause(files); oi.Paused != nil {
+			st.Status = Paused
+		}
 		st.Owner = oi
 	default:
 		st.Status = Starting
@@ -128,4 +145,57 @@ func readJSON[T any](path string) (*T, error) {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return &v, nil
+}
+
+// pauseRecordSize is the fixed size of pause.json: one block, allocated
+// up front and overwritten in place, never grown.
+const pauseRecordSize = 4096
+
+// ReservePause allocates pause.json (empty: not paused). The owner calls
+// it while there is room, before the VM runs.
+func ReservePause(files layout.Sandbox) error {
+	return os.WriteFile(files.PauseState(), padRecord(nil), 0o600)
+}
+
+// WritePause records (or, with nil, clears) a pause by overwriting the
+// reserved record in one write: no block is allocated, so it works on a
+// full disk. A torn record reads as "not paused"; the owner rewrites it
+// on the next change.
+func WritePause(files layout.Sandbox, p *PauseInfo) error {
+	f, err := os.OpenFile(files.PauseState(), os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(padRecord(p), 0); err != nil {
+		return err
+	}
+	return f.Sync()
+}
+
+// ReadPause reads pause.json; nil means not paused (or unreadable).
+func ReadPause(files layout.Sandbox) *PauseInfo {
+	b, err := os.ReadFile(files.PauseState())
+	if err != nil {
+		return nil
+	}
+	var p PauseInfo
+	if json.Unmarshal(bytes.TrimRight(b, " \n\x00"), &p) != nil || p.Reason == "" {
+		return nil
+	}
+	return &p
+}
+
+func padRecord(p *PauseInfo) []byte {
+	b := []byte("{}")
+	if p != nil {
+		b, _ = json.Marshal(p)
+	}
+	if len(b) > pauseRecordSize-1 {
+		b = b[:0]
+	}
+	out := bytes.Repeat([]byte{' '}, pauseRecordSize)
+	copy(out, b)
+	out[pauseRecordSize-1] = '\n'
+	return out
 }

@@ -94,6 +94,7 @@ func Exec(ctx context.Context, c *ssh.Client, o ExecOptions) (int, error) {
 		go func() { io.Copy(w, o.Stdin); w.Close() }()
 	}
 	command := o.Command
+	var abandon chan os.Signal
 	if o.ForwardSignals {
 		// sshd may ignore "signal" channel requests (Debian's 9.2 does),
 		// so heyvm delivers signals itself: the remote shell first reports
@@ -109,8 +110,59 @@ func Exec(ctx context.Context, c *ssh.Client, o ExecOptions) (int, error) {
 		sigs := make(chan os.Signal, 4)
 		signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
 		defer signal.Stop(sigs)
-		go func() {
-			for sig := range sigs {
+		abandon = make(chan os.Signal, 1)
+		go forwardSignals(ctx, c, pf, sigs, abandon)
+	}
+	if err := s.Start(command); err != nil {
+		return -1, err
+	}
+	return waitStatus(ctx, s, abandon)
+}
+
+// AbandonAfter is how long heyvm waits for a remote command to end after
+// forwarding a signal before it gives up on it.
+var AbandonAfter = 3 * time.Second
+
+// AbandonedError means heyvm stopped waiting for a remote command after
+// a signal: the command did not end in time, or a second signal came.
+type AbandonedError struct{ Signal os.Signal }
+
+func (e *AbandonedError) Error() string {
+	return fmt.Sprintf("gave up waiting after %s: the remote command may still be running", sigName(e.Signal))
+}
+
+// ExitCode is the shell's status for death by that signal (130 for SIGINT).
+func (e *AbandonedError) ExitCode() int {
+	if n, ok := e.Signal.(syscall.Signal); ok {
+		return 128 + int(n)
+	}
+	return 130
+}
+
+func sigName(s os.Signal) string {
+	if s == syscall.SIGINT {
+		return "Ctrl-C"
+	}
+	return "SIG" + string(sshSignal(s))
+}
+
+// forwardSignals relays host signals to the remote process group. The
+// first one is forwarded; if the command has not ended AbandonAfter
+// later, or a second signal comes, heyvm gives up on it (a frozen or
+// vanished VM never answers, and a user must always get the prompt back).
+func forwardSignals(ctx context.Context, c *ssh.Client, pf *pidFilter, sigs <-chan os.Signal, abandon chan<- os.Signal) {
+	var first os.Signal
+	var timer <-chan time.Time
+	for {
+		select {
+		case sig := <-sigs:
+			if first != nil {
+				abandon <- first
+				return
+			}
+			first = sig
+			timer = time.After(AbandonAfter)
+			go func() {
 				select {
 				case <-pf.ready:
 				case <-ctx.Done():
@@ -119,13 +171,14 @@ func Exec(ctx context.Context, c *ssh.Client, o ExecOptions) (int, error) {
 				if pf.pid > 0 {
 					signalGroup(c, pf.pid, sshSignal(sig))
 				}
-			}
-		}()
+			}()
+		case <-timer:
+			abandon <- first
+			return
+		case <-ctx.Done():
+			return
+		}
 	}
-	if err := s.Start(command); err != nil {
-		return -1, err
-	}
-	return waitStatus(ctx, s)
 }
 
 const pidMarker = "HEYVM-PGID "
@@ -176,15 +229,17 @@ func (f *pidFilter) Write(p []byte) (int, error) {
 	return n, nil
 }
 
-func waitStatus(ctx context.Context, s *ssh.Session) (int, error) {
+func waitStatus(ctx context.Context, s *ssh.Session, abandon <-chan os.Signal) (int, error) {
 	done := make(chan error, 1)
 	go func() { done <- s.Wait() }()
 	var err error
 	select {
 	case err = <-done:
+	case sig := <-abandon:
+		go s.Close() // may block on a frozen peer; the process exits anyway
+		return -1, &AbandonedError{Signal: sig}
 	case <-ctx.Done():
-		s.Signal(ssh.SIGKILL)
-		s.Close()
+		go func() { s.Signal(ssh.SIGKILL); s.Close() }()
 		return -1, ctx.Err()
 	}
 	if err == nil {
@@ -299,7 +354,48 @@ func Shell(ctx context.Context, c *ssh.Client, o ShellOptions) (int, error) {
 	if err != nil {
 		return -1, err
 	}
-	return waitStatus(ctx, s)
+	return waitStatus(ctx, s, nil)
+}
+
+// KeepAlive probes the connection every interval with OpenSSH's
+// keepalive request; after misses intervals without an answer it closes
+// the client, so every read and wait on it ends. dead reports whether
+// that happened (a frozen or vanished VM, not a command's own error).
+func KeepAlive(c *ssh.Client, interval time.Duration, misses int) (dead func() bool) {
+	var mu sync.Mutex
+	fired := false
+	last := time.Now()
+	closed := make(chan struct{})
+	go func() { c.Wait(); close(closed) }()
+	go func() {
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-closed:
+				return
+			case <-t.C:
+			}
+			go func() {
+				if _, _, err := c.SendRequest("keepalive@openssh.com", true, nil); err == nil {
+					mu.Lock()
+					last = time.Now()
+					mu.Unlock()
+				}
+			}()
+			mu.Lock()
+			silent := time.Since(last)
+			mu.Unlock()
+			if silent > time.Duration(misses)*interval {
+				mu.Lock()
+				fired = true
+				mu.Unlock()
+				c.Close()
+				return
+			}
+		}
+	}()
+	return func() bool { mu.Lock(); defer mu.Unlock(); return fired }
 }
 
 // ShellQuote quotes one word for a POSIX shell.

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/heyvm/heyvm/internal/layout"
@@ -83,5 +84,17 @@ func TestPIDFilter(t *testing.T) {
 	g.Write([]byte("no marker here\n"))
 	if g.pid != 0 || out.String() != "no marker here\n" {
 		t.Fatalf("unmarked stderr: %d %q", g.pid, out.String())
+	}
+}
+
+func TestAbandonedErrorCodes(t *testing.T) {
+	for sig, want := range map[os.Signal]int{syscall.SIGINT: 130, syscall.SIGTERM: 143} {
+		e := &AbandonedError{Signal: sig}
+		if e.ExitCode() != want || !strings.Contains(e.Error(), "may still be running") {
+			t.Errorf("%v: %d %q", sig, e.ExitCode(), e.Error())
+		}
+	}
+	if !strings.Contains((&AbandonedError{Signal: syscall.SIGINT}).Error(), "Ctrl-C") {
+		t.Error("SIGINT is not called Ctrl-C")
 	}
 }

@@ -272,6 +272,20 @@ func TestRootlessErrors(t *testing.T) {
 	if des, _ := os.ReadDir(filepath.Join(p.home, "sandboxes")); len(des) > 1 {
 		t.Fatalf("a refused create left %v", des)
 	}
+	// A sandbox whose files the user cannot read: a clear line, no crash.
+	bad := filepath.Join(p.home, "sandboxes", "abc123abc123")
+	os.MkdirAll(bad, 0o700)
+	os.WriteFile(filepath.Join(bad, "sandbox.yaml"), []byte("id: abc123abc123\nname: unr\nimage: debian:12\nbackend: qemu\n"), 0o000)
+	exec.Command("chown", "-R", fmt.Sprintf("%d:%d", p.uid, p.gid), filepath.Join(p.home, "sandboxes")).Run()
+	if _, errOut, code := p.run("", "list"); code != 0 || !strings.Contains(errOut, "permission denied") {
+		t.Errorf("list with an unreadable sandbox: %d %q", code, errOut)
+	}
+	_, errOut, code = p.run("", "get", "abc123abc123")
+	if code == 0 || !strings.Contains(errOut, "sandbox.yaml (permission denied)") || !strings.Contains(errOut, "heyvm rm --force abc123abc123") || strings.Count(strings.TrimSpace(errOut), "\n") > 0 {
+		t.Errorf("get of an unreadable sandbox: %d %q", code, errOut)
+	}
+	p.must(t, "", "rm", "--yes", "--force", "abc123abc123")
+
 	_, errOut, code = p.run("", "images", "build-default", "--force")
 	if code == 0 || !strings.Contains(errOut, "has no range for heyvm-it-nosub") {
 		t.Fatalf("build-default without subordinate ids: %d %q", code, errOut)

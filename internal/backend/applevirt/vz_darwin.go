@@ -77,7 +77,7 @@ func (b Backend) Start(ctx context.Context, spec backend.Spec) (backend.Machine,
 		closeAll(guestIn, hostOut, hostIn, guestOut)
 		return nil, EntitlementHint(err)
 	}
-	m := &machine{vm: vm, console: &pipeConsole{r: hostIn, w: hostOut}, done: make(chan struct{}), files: []*os.File{guestIn, hostOut, hostIn, guestOut}}
+	m := &machine{vm: vm, console: &pipeConsole{r: hostIn, w: hostOut}, done: make(chan struct{}), events: make(chan backend.Event, 16), files: []*os.File{guestIn, hostOut, hostIn, guestOut}}
 	if err := vm.Start(); err != nil {
 		m.close()
 		return nil, EntitlementHint(fmt.Errorf("start the VM: %w", err))
@@ -213,17 +213,27 @@ type machine struct {
 	console *pipeConsole
 	files   []*os.File
 
-	mu   sync.Mutex
-	err  error
-	done chan struct{}
-	once sync.Once
+	mu     sync.Mutex
+	err    error
+	done   chan struct{}
+	events chan backend.Event
+	once   sync.Once
 }
 
 // watch follows VZ's state changes, so a guest that powers itself off,
 // or a VM that fails, ends the machine.
 func (m *machine) watch() {
+	paused := false
 	for state := range m.vm.StateChangedNotify() {
 		switch state {
+		case vz.VirtualMachineStatePaused:
+			paused = true
+			backend.Emit(m.events, backend.Event{Kind: backend.EventPaused})
+		case vz.VirtualMachineStateRunning:
+			if paused {
+				paused = false
+				backend.Emit(m.events, backend.Event{Kind: backend.EventResumed})
+			}
 		case vz.VirtualMachineStateStopped:
 			m.finish(nil)
 			return
@@ -246,6 +256,16 @@ func (m *machine) finish(err error) {
 }
 
 func (m *machine) close() { closeAll(m.files...) }
+
+func (m *machine) Events() <-chan backend.Event { return m.events }
+
+// Resume continues a paused VM.
+func (m *machine) Resume(context.Context) error {
+	if !m.vm.CanResume() {
+		return errors.New("Virtualization.framework cannot resume this VM now")
+	}
+	return m.vm.Resume()
+}
 
 func (m *machine) Console() io.ReadWriter { return m.console }
 func (m *machine) Accelerator() string    { return "vz" }

@@ -58,7 +58,10 @@ func buildArgs(spec backend.Spec, accel string, vfsSockets []string) []string {
 	}
 	add("-cpu", cpu, "-smp", strconv.Itoa(spec.CPUs), "-m", mem)
 	add("-kernel", spec.Kernel, "-initrd", spec.Initrd, "-append", spec.Cmdline)
-	add("-drive", "file="+escapeComma(spec.Disk)+",if=none,id=disk0,format=raw,cache=writeback,discard=unmap")
+	// werror/rerror=stop: a host I/O error (a full disk) pauses the VM,
+	// which the owner reports and resumes, instead of handing the guest
+	// errors that its file system would remount read-only over.
+	add("-drive", "file="+escapeComma(spec.Disk)+",if=none,id=disk0,format=raw,cache=writeback,discard=unmap,werror=stop,rerror=stop")
 	add("-device", "virtio-blk-pci,drive=disk0")
 	netdev := "user,id=net0,hostfwd=tcp:127.0.0.1:0-:22"
 	for _, p := range spec.Ports {

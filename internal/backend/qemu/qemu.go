@@ -7,6 +7,7 @@ package qemu
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -18,6 +19,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -106,7 +108,7 @@ func (Backend) Start(ctx context.Context, spec backend.Spec) (backend.Machine, e
 	}
 	fmt.Fprintf(logw, "qemu: accelerator %s (%s)\n", accel, why)
 
-	m := &machine{accel: accel, done: make(chan struct{})}
+	m := &machine{accel: accel, done: make(chan struct{}), events: make(chan backend.Event, 16)}
 	ok := false
 	defer func() {
 		if !ok {
@@ -182,8 +184,44 @@ func (Backend) Start(ctx context.Context, spec backend.Spec) (backend.Machine, e
 		case <-m.done:
 		}
 	}()
+	go m.followQMPEvents()
 	ok = true
 	return m, nil
+}
+
+// followQMPEvents turns QEMU's events into backend events.
+func (m *machine) followQMPEvents() {
+	for {
+		select {
+		case <-m.done:
+			return
+		case ev := <-m.qmp.events:
+			switch ev.Event {
+			case "BLOCK_IO_ERROR":
+				var d struct {
+					Device    string `json:"device"`
+					Operation string `json:"operation"`
+					NoSpace   bool   `json:"nospace"`
+					Reason    string `json:"reason"`
+				}
+				json.Unmarshal(ev.Data, &d)
+				backend.Emit(m.events, backend.Event{Kind: backend.EventIOError, NoSpace: d.NoSpace,
+					Detail: fmt.Sprintf("%s error on the disk: %s", d.Operation, d.Reason)})
+			case "STOP":
+				backend.Emit(m.events, backend.Event{Kind: backend.EventPaused})
+			case "RESUME":
+				backend.Emit(m.events, backend.Event{Kind: backend.EventResumed})
+			}
+		}
+	}
+}
+
+func (m *machine) Events() <-chan backend.Event { return m.events }
+
+// Resume continues a paused VM (QMP cont).
+func (m *machine) Resume(context.Context) error {
+	_, err := m.qmp.execute("cont", nil)
+	return err
 }
 
 var hostfwdRe = regexp.MustCompile(`host forwarding rule 'tcp:127\.0\.0\.1:(\d+)-:(\d+)'`)
@@ -247,7 +285,23 @@ func (m *machine) startVirtiofsd(spec backend.Spec, logw io.Writer) ([]string, e
 			return nil, fmt.Errorf("start virtiofsd for %s: %w", mt.HostPath, err)
 		}
 		m.helpers = append(m.helpers, cmd)
-		go cmd.Wait()
+		go func() {
+			err := cmd.Wait()
+			// virtiofsd also ends when qemu does: only a death while the
+			// VM goes on is a broken share.
+			select {
+			case <-m.done:
+				return
+			case <-time.After(time.Second):
+			}
+			m.mu.Lock()
+			ending := m.killed || m.cleaned
+			m.mu.Unlock()
+			if !ending {
+				backend.Emit(m.events, backend.Event{Kind: backend.EventShareBroken,
+					Detail: fmt.Sprintf("%s (%s): its virtiofsd exited (%v)", mt.GuestPath, mt.HostPath, err)})
+			}
+		}()
 		m.sockets = append(m.sockets, sock)
 		socks = append(socks, sock)
 	}
@@ -279,6 +333,8 @@ type machine struct {
 	helpers []*exec.Cmd
 	sockets []string
 	closers []io.Closer
+
+	events chan backend.Event
 
 	mu      sync.Mutex
 	killed  bool
