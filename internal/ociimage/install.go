@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -32,6 +33,10 @@ type Source struct {
 	Desc  string // the ref or file, for messages and image.yaml
 	Index v1.ImageIndex
 	Image v1.Image
+	// BlobsVerified: the source itself checks each blob's digest as it
+	// streams (go-containerregistry's remote reader does), so hashing it
+	// again would only cost time.
+	BlobsVerified bool
 }
 
 // Select picks the manifest for arch.
@@ -239,7 +244,7 @@ func Install(ctx context.Context, src Source, o InstallOptions) (*image.Image, b
 			if err := gctx.Err(); err != nil {
 				return err
 			}
-			if err := fetchPiece(gctx, img, d, p, files[p.File], rec.resumed, prog); err != nil {
+			if err := fetchPiece(gctx, img, d, p, files[p.File], rec.resumed, !src.BlobsVerified, prog); err != nil {
 				return fmt.Errorf("layer %s (%s at %d): %w", d.Digest.Hex[:12], p.File, p.Offset, err)
 			}
 			return rec.add(p.key())
@@ -251,11 +256,6 @@ func Install(ctx context.Context, src Source, o InstallOptions) (*image.Image, b
 	}
 	prog.Done()
 
-	for _, f := range image.Files {
-		if err := files[f].Sync(); err != nil {
-			return nil, false, err
-		}
-	}
 	meta.Name = name
 	meta.Backend = o.Store.Backend
 	meta.Pulled = &image.PullInfo{From: src.Desc, Digest: digest.String(), At: time.Now().UTC()}
@@ -294,7 +294,7 @@ func cleanAbandonedPulls(dir string, age time.Duration) {
 // disk would cost more than the rest of the pull. (zstd's own frame
 // checksum is still checked by the decoder.) Zero blocks are not written,
 // so the file keeps its holes.
-func fetchPiece(ctx context.Context, img v1.Image, d v1.Descriptor, p piece, f *os.File, resumed bool, prog Progress) error {
+func fetchPiece(ctx context.Context, img v1.Image, d v1.Descriptor, p piece, f *os.File, resumed, verify bool, prog Progress) error {
 	l, err := img.LayerByDigest(d.Digest)
 	if err != nil {
 		return err
@@ -305,7 +305,11 @@ func fetchPiece(ctx context.Context, img v1.Image, d v1.Descriptor, p piece, f *
 	}
 	defer rc.Close()
 	zh := sha256.New()
-	zr := &ctxReader{ctx: ctx, r: io.TeeReader(rc, zh)}
+	var in io.Reader = rc
+	if verify {
+		in = io.TeeReader(rc, zh)
+	}
+	zr := &ctxReader{ctx: ctx, r: in}
 	dec, err := zstd.NewReader(zr, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(false))
 	if err != nil {
 		return err
@@ -318,21 +322,37 @@ func fetchPiece(ctx context.Context, img v1.Image, d v1.Descriptor, p piece, f *
 			return err
 		}
 	}
-	w := &sparseWriter{f: f, off: p.Offset, prog: prog}
-	n, err := io.CopyBuffer(w, io.LimitReader(dec, p.Size+1), make([]byte, 1<<20))
-	if err != nil {
-		return fmt.Errorf("cannot decompress the blob: it is corrupt or its download broke off (%w); run the pull again to resume", err)
-	}
-	if n != p.Size {
-		return fmt.Errorf("decompressed to %d bytes, the manifest says %d", n, p.Size)
+	if p.File == layout.ImageRootfs {
+		// Only the extents are written; the rest stays a hole.
+		br := bufio.NewReaderSize(dec, 1<<20)
+		err := readSparsePayload(br, p.Size, func(b []byte, at int64) error {
+			_, err := f.WriteAt(b, p.Offset+at)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("the blob does not decode (%w): it is corrupt or its download broke off; run the pull again to resume", err)
+		}
+		prog.Add(p.Size)
+	} else {
+		w := &sparseWriter{f: f, off: p.Offset, prog: prog}
+		n, err := io.CopyBuffer(w, io.LimitReader(dec, p.Size+1), make([]byte, 1<<20))
+		if err != nil {
+			return fmt.Errorf("cannot decompress the blob: it is corrupt or its download broke off (%w); run the pull again to resume", err)
+		}
+		if n != p.Size {
+			return fmt.Errorf("decompressed to %d bytes, the manifest says %d", n, p.Size)
+		}
 	}
 	if _, err := io.Copy(io.Discard, zr); err != nil {
-		return err
+		return fmt.Errorf("the downloaded blob is corrupt or broke off (%w); run the pull again to resume", err)
 	}
-	if got := "sha256:" + hex.EncodeToString(zh.Sum(nil)); got != d.Digest.String() {
+	if got := "sha256:" + hex.EncodeToString(zh.Sum(nil)); verify && got != d.Digest.String() {
 		return fmt.Errorf("the downloaded blob has digest %s, not %s: it is corrupt (run the pull again)", got, d.Digest)
 	}
-	return f.Sync()
+	// No fsync per layer (it would cost more than the pull): a killed
+	// pull's page cache survives, and after a host crash the record is
+	// discarded (see openRecord).
+	return nil
 }
 
 // sparseWriter writes at increasing offsets, skipping 4 KiB blocks that are
@@ -385,36 +405,51 @@ func (r *ctxReader) Read(b []byte) (int, error) {
 // record is the list of verified layers of a pull, appended and synced
 // after each one, so an interrupted pull knows what it need not fetch.
 type record struct {
+	mu      sync.Mutex
 	f       *os.File
 	done    map[string]bool
 	resumed bool // the staging area existed before this run
 }
 
+// Layers are not fsynced, so the record starts with the host's boot id:
+// a record from before a reboot may name layers whose data never reached
+// the disk, and is thrown away.
 func openRecord(path string) (*record, error) {
 	r := &record{done: map[string]bool{}}
+	boot := "boot " + bootID()
 	if b, err := os.Open(path); err == nil {
 		r.resumed = true
 		sc := bufio.NewScanner(b)
-		for sc.Scan() {
-			r.done[sc.Text()] = true
+		if sc.Scan() && sc.Text() == boot {
+			for sc.Scan() {
+				r.done[sc.Text()] = true
+			}
 		}
 		b.Close()
 	}
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
 	if err != nil {
 		return nil, err
 	}
 	r.f = f
+	lines := []string{boot}
+	for k := range r.done {
+		lines = append(lines, k)
+	}
+	if _, err := f.WriteString(strings.Join(lines, "\n") + "\n"); err != nil {
+		f.Close()
+		return nil, err
+	}
 	return r, nil
 }
 
 func (r *record) has(k string) bool { return r.done[k] }
 
 func (r *record) add(k string) error {
-	if _, err := r.f.WriteString(k + "\n"); err != nil {
-		return err
-	}
-	return r.f.Sync()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, err := r.f.WriteString(k + "\n")
+	return err
 }
 
 func (r *record) Close() error { return r.f.Close() }

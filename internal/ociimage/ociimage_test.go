@@ -1,11 +1,13 @@
 package ociimage
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"github.com/klauspost/compress/zstd"
 	"os"
 	"path/filepath"
 	"strings"
@@ -297,5 +299,65 @@ func TestPlanPiecesCoverage(t *testing.T) {
 	gap[3].Offset++
 	if err := checkCoverage(gap, sizes[layout.ImageRootfs]); err == nil {
 		t.Fatal("a gap passed")
+	}
+}
+
+func TestSparseChunkPayload(t *testing.T) {
+	dir := t.TempDir()
+	sparse := filepath.Join(dir, "sparse")
+	f, _ := os.Create(sparse)
+	f.Truncate(8 << 20)
+	data := make([]byte, 10000) // not block-aligned in length
+	rand.Read(data)
+	f.WriteAt(data, 4096*3)
+	f.WriteAt(make([]byte, 1<<20), 2<<20) // allocated zeros: no extent
+	f.WriteAt([]byte("tail"), 8<<20-4)    // a partial last block
+	f.Close()
+	// The same bytes with every block allocated: same payload.
+	dense := filepath.Join(dir, "dense")
+	b, _ := os.ReadFile(sparse)
+	os.WriteFile(dense, b, 0o644)
+
+	var payloads [2]bytes.Buffer
+	for i, p := range []string{sparse, dense} {
+		if _, _, err := compressRange(&payloads[i], p, 0, 8<<20, true, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !bytes.Equal(payloads[0].Bytes(), payloads[1].Bytes()) {
+		t.Fatal("the payload depends on how the file is allocated")
+	}
+	fh, _ := os.Open(sparse)
+	exts, err := chunkExtents(fh, 0, 8<<20)
+	fh.Close()
+	if err != nil || len(exts) != 2 || exts[0].Off != 3*4096 || exts[1].Off != 8<<20-4096 {
+		t.Fatalf("extents: %+v %v", exts, err)
+	}
+
+	// Decode into a fresh file: identical content.
+	dec, _ := zstd.NewReader(bytes.NewReader(payloads[0].Bytes()))
+	out := filepath.Join(dir, "out")
+	of, _ := os.Create(out)
+	of.Truncate(8 << 20)
+	err = readSparsePayload(bufio.NewReader(dec), 8<<20, func(p []byte, at int64) error { _, err := of.WriteAt(p, at); return err })
+	of.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum(t, out) != sum(t, sparse) {
+		t.Fatal("decoded chunk differs")
+	}
+	// Malformed payloads are refused.
+	for _, bad := range []string{
+		"nonsense\n",
+		sparseMagic + "1\n0 100\nshort",
+		sparseMagic + "2\n100 10\n50 10\n" + strings.Repeat("x", 20),
+		sparseMagic + "1\n0 10\n" + strings.Repeat("x", 11),
+		sparseMagic + "1\n0 99999999\n",
+	} {
+		err := readSparsePayload(bufio.NewReader(strings.NewReader(bad)), 1<<20, func([]byte, int64) error { return nil })
+		if err == nil {
+			t.Errorf("accepted %q", bad)
+		}
 	}
 }

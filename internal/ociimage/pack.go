@@ -23,6 +23,7 @@ import (
 
 	"github.com/heyvm/heyvm/internal/fsutil"
 	"github.com/heyvm/heyvm/internal/image"
+	"github.com/heyvm/heyvm/internal/layout"
 )
 
 // Progress hears about long byte-counted work (compressing, uploading,
@@ -78,7 +79,7 @@ func (l *layerBlob) Compressed() (io.ReadCloser, error) {
 	pr, pw := io.Pipe()
 	go func() {
 		h := sha256.New()
-		n, _, err := compressRange(io.MultiWriter(pw, h), l.src, l.off, l.len, nil)
+		n, _, err := compressRange(io.MultiWriter(pw, h), l.src, l.off, l.len, l.desc.MediaType == MediaTypeRootfsChunk, nil)
 		if err == nil && (n != l.desc.Size || "sha256:"+hex.EncodeToString(h.Sum(nil)) != l.desc.Digest.String()) {
 			err = fmt.Errorf("%s changed since it was packed: push again", l.src)
 		}
@@ -210,7 +211,7 @@ func Pack(ctx context.Context, im *image.Image, o PackOptions) (*Artifact, error
 			}
 			src := filepath.Join(im.Dir, p.File)
 			out := filepath.Join(o.WorkDir, strconv.Itoa(i)+".zst")
-			d, rawSHA, err := compressToFile(out, src, p.Offset, p.Size, prog)
+			d, rawSHA, err := compressToFile(out, src, p.Offset, p.Size, p.File == layout.ImageRootfs, prog)
 			if err != nil {
 				return err
 			}
@@ -261,12 +262,12 @@ func Pack(ctx context.Context, im *image.Image, o PackOptions) (*Artifact, error
 	return a, nil
 }
 
-// compressRange zstd-compresses n bytes of src from off into w, returning
-// the compressed size and the uncompressed sha256. One encoder goroutine
-// per call keeps the output deterministic, so a range compressed again
-// gives the same digest; parallelism comes from compressing chunks side by
-// side.
-func compressRange(w io.Writer, src string, off, n int64, prog Progress) (int64, string, error) {
+// compressRange zstd-compresses n bytes of src from off into w (as a
+// sparse chunk payload if sparse), returning the compressed size and the
+// sha256 of the uncompressed payload. One encoder goroutine per call keeps
+// the output deterministic, so a range compressed again gives the same
+// digest; parallelism comes from compressing chunks side by side.
+func compressRange(w io.Writer, src string, off, n int64, sparse bool, prog Progress) (int64, string, error) {
 	f, err := os.Open(src)
 	if err != nil {
 		return 0, "", err
@@ -278,6 +279,22 @@ func compressRange(w io.Writer, src string, off, n int64, prog Progress) (int64,
 		return 0, "", err
 	}
 	h := sha256.New()
+	if sparse {
+		exts, err := chunkExtents(f, off, n)
+		if err == nil {
+			err = writeSparsePayload(io.MultiWriter(enc, h), f, off, exts)
+		}
+		if cerr := enc.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return 0, "", err
+		}
+		if prog != nil {
+			prog.Add(n)
+		}
+		return cw.n, hex.EncodeToString(h.Sum(nil)), nil
+	}
 	buf := make([]byte, 1<<20)
 	var r io.Reader = io.NewSectionReader(f, off, n)
 	if prog != nil {
@@ -294,13 +311,13 @@ func compressRange(w io.Writer, src string, off, n int64, prog Progress) (int64,
 }
 
 // compressToFile compresses one piece into out and describes the result.
-func compressToFile(out, src string, off, n int64, prog Progress) (v1.Descriptor, string, error) {
+func compressToFile(out, src string, off, n int64, sparse bool, prog Progress) (v1.Descriptor, string, error) {
 	f, err := os.OpenFile(out, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
 	if err != nil {
 		return v1.Descriptor{}, "", err
 	}
 	h := sha256.New()
-	size, rawSHA, err := compressRange(io.MultiWriter(f, h), src, off, n, prog)
+	size, rawSHA, err := compressRange(io.MultiWriter(f, h), src, off, n, sparse, prog)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}

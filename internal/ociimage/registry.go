@@ -105,7 +105,7 @@ func (r Registry) Fetch(ctx context.Context, ref string) (Source, error) {
 	if err != nil {
 		return Source{}, UserError(ref, err)
 	}
-	src := Source{Desc: parsed.String()}
+	src := Source{Desc: parsed.String(), BlobsVerified: true}
 	if desc.MediaType.IsIndex() {
 		src.Index, err = desc.ImageIndex()
 	} else {
