@@ -21,9 +21,14 @@ type Mount struct {
 }
 
 // PortForward forwards 127.0.0.1:HostPort to the guest's GuestPort (TCP).
+// The owner carries it over SSH (internal/portfwd); backends never see it.
 type PortForward struct {
 	HostPort  int `yaml:"host_port" json:"host_port"`
 	GuestPort int `yaml:"guest_port" json:"guest_port"`
+	// Once: added to a running sandbox with --once, not kept in
+	// sandbox.yaml. Auto: found by --auto-ports.
+	Once bool `yaml:"-" json:"once,omitempty"`
+	Auto bool `yaml:"-" json:"auto,omitempty"`
 }
 
 // Spec is everything a backend needs to boot one machine.
@@ -37,7 +42,6 @@ type Spec struct {
 	Cmdline   string
 	Disk      string // the sandbox's own rootfs.img
 	Mounts    []Mount
-	Ports     []PortForward
 	MAC       string // stable per sandbox
 	// MachineIdentifier is the file holding the sandbox's stable VZ
 	// generic machine identifier (made on first boot).

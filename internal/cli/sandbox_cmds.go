@@ -29,7 +29,7 @@ func addSandboxCommands(root *cobra.Command, ios IO) {
 		newCreateCmd(ios), newStartCmd(ios), newStopCmd(ios), newRestartCmd(ios), newRmCmd(ios),
 		newListCmd(ios), newGetCmd(ios), newExecCmd(ios), newShCmd(ios), newSSHConfigCmd(ios),
 		newTestVMCmd(ios, "test-vm", ""), newTestVMCmd(ios, "test-apple-virt", "apple_virt"), newBackendsCmd(ios), newOwnerCmd(),
-		newWtCmd(ios), newConsoleCmd(ios), newLogsCmd(ios), newAutostartCmd(ios),
+		newWtCmd(ios), newConsoleCmd(ios), newLogsCmd(ios), newAutostartCmd(ios), newPortCmd(ios),
 	)
 }
 
@@ -76,6 +76,7 @@ type CreateOptions struct {
 	MountSpecs  []string // --mount, parsed into Mounts by validate
 	PortSpecs   []string // --port, parsed into Ports by validate
 	Autostart   bool     // start it again when the host boots
+	AutoPorts   bool     // forward what the guest listens on
 }
 
 func (o *CreateOptions) validate() error {
@@ -158,6 +159,7 @@ func newCreateCmd(ios IO) *cobra.Command {
 	cmd.Flags().StringArrayVar(&o.MountSpecs, "mount", nil, "share a host directory: HOST:GUEST[:ro] (repeatable)")
 	cmd.Flags().StringArrayVar(&o.PortSpecs, "port", nil, "forward 127.0.0.1:HOST to the guest: GUEST or HOST:GUEST (repeatable)")
 	cmd.Flags().BoolVar(&o.Autostart, "autostart", false, "start this sandbox again when the host boots (see `heyvm autostart`)")
+	cmd.Flags().BoolVar(&o.AutoPorts, "auto-ports", false, "forward each TCP port the guest listens on (same host port if free)")
 	return cmd
 }
 
@@ -193,7 +195,7 @@ func createSandbox(ctx context.Context, ios IO, e env, o *CreateOptions) (*sandb
 	if err != nil {
 		return nil, err
 	}
-	if err := b.Preflight(backend.Spec{Mounts: o.Mounts, Ports: o.Ports}); err != nil {
+	if err := b.Preflight(backend.Spec{Mounts: o.Mounts}); err != nil {
 		return nil, err
 	}
 	im, err := resolveImage(ctx, ios, e, b.Name(), o.Image)
@@ -224,7 +226,7 @@ func createSandbox(ctx context.Context, ios IO, e env, o *CreateOptions) (*sandb
 		ID: id, Name: name, Image: im.Name, Backend: b.Name(), Arch: im.Meta.Arch,
 		CPUs: o.CPUs, MemoryMiB: o.MemoryMiB, DiskSizeMiB: int(diskSize >> 20),
 		Env: o.Env, Mounts: o.Mounts, Ports: o.Ports, TTL: sandbox.Duration(o.TTL),
-		MAC: sandbox.NewMAC(), Workspace: o.Workspace, Autostart: o.Autostart,
+		MAC: sandbox.NewMAC(), Workspace: o.Workspace, Autostart: o.Autostart, AutoPorts: o.AutoPorts,
 	}
 	sb, err := e.store.Create(ctx, cfg, func(rootfs string) error {
 		_, err := diskclone.Clone(im.Rootfs(), rootfs, diskSize)

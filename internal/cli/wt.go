@@ -54,6 +54,7 @@ func newWtCmd(ios IO) *cobra.Command {
 	cmd.Flags().IntVar(&ttlSeconds, "ttl-seconds", 0, "like --ttl, in seconds")
 	cmd.Flags().StringArrayVar(&o.Create.PortSpecs, "port", nil, "forward 127.0.0.1:HOST to the guest: GUEST or HOST:GUEST (repeatable)")
 	cmd.Flags().BoolVar(&o.Create.Autostart, "autostart", false, "start this sandbox again when the host boots (see `heyvm autostart`)")
+	cmd.Flags().BoolVar(&o.Create.AutoPorts, "auto-ports", false, "forward each TCP port the guest listens on (same host port if free)")
 	return cmd
 }
 
@@ -92,7 +93,7 @@ func RunWt(ctx context.Context, ios IO, o *WtOptions) error {
 			return err
 		}
 		// The worktree is a share: check shares work before touching git.
-		if err := b.Preflight(backend.Spec{Mounts: []backend.Mount{{Tag: "workspace", HostPath: repo.Top, GuestPath: WorkspacePath}}, Ports: co.Ports}); err != nil {
+		if err := b.Preflight(backend.Spec{Mounts: []backend.Mount{{Tag: "workspace", HostPath: repo.Top, GuestPath: WorkspacePath}}}); err != nil {
 			return err
 		}
 		path, created, err := repo.Ensure(ctx, o.Branch)

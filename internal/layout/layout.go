@@ -18,6 +18,7 @@
 //	    ├── owner.json                            present only while the owner runs and SSH is ready
 //	    ├── owner.log, console.log                owner output, guest console (size-bounded)
 //	    ├── console.sock                          attach point for `heyvm console`
+//	    ├── control.sock                          the owner's control socket (`heyvm port`)
 //	    ├── last_stop.json                        when and why the VM last stopped
 //	    ├── pause.json                            while the owner runs: why the VM is paused (preallocated)
 //	    └── vz-machine-identifier                 apple_virt only: the VM's stable identity
@@ -144,6 +145,7 @@ func (s Sandbox) OwnerState() string  { return filepath.Join(s.Dir, "owner.json"
 func (s Sandbox) OwnerLog() string    { return filepath.Join(s.Dir, "owner.log") }
 func (s Sandbox) ConsoleLog() string  { return filepath.Join(s.Dir, "console.log") }
 func (s Sandbox) ConsoleSock() string { return filepath.Join(s.Dir, "console.sock") }
+func (s Sandbox) ControlSock() string { return filepath.Join(s.Dir, "control.sock") }
 func (s Sandbox) LastStop() string    { return filepath.Join(s.Dir, "last_stop.json") }
 
 // PauseState holds why the running VM is paused. It is allocated when the

@@ -17,12 +17,15 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/crypto/ssh"
+
 	"github.com/heyvm/heyvm/internal/backend"
 	"github.com/heyvm/heyvm/internal/console"
 	"github.com/heyvm/heyvm/internal/fsutil"
 	"github.com/heyvm/heyvm/internal/hostinfo"
 	"github.com/heyvm/heyvm/internal/image"
 	"github.com/heyvm/heyvm/internal/layout"
+	"github.com/heyvm/heyvm/internal/portfwd"
 	"github.com/heyvm/heyvm/internal/sandbox"
 	"github.com/heyvm/heyvm/internal/sshclient"
 )
@@ -53,6 +56,8 @@ type Session struct {
 	hub     *consoleHub
 	conLog  *console.BoundedLog
 	target  sshclient.Target
+	ports   *portfwd.Forwarder
+	control net.Listener
 	Info    sandbox.OwnerInfo
 
 	stopOnce sync.Once
@@ -178,9 +183,21 @@ func Boot(ctx context.Context, o BootOptions) (*Session, error) {
 	if err := s.hub.listen(files.ConsoleSock(), s.console); err != nil {
 		fmt.Fprintf(logw, "owner: console socket unavailable: %v\n", err)
 	}
+	// --port forwards: the owner listens on 127.0.0.1 and carries each
+	// connection over SSH, on every backend.
+	target := s.target
+	s.ports = portfwd.New(func(ctx context.Context) (*ssh.Client, error) { return sshclient.Dial(ctx, target) }, logw)
+	for _, p := range cfg.Ports {
+		if _, err := s.ports.Add(p); err != nil {
+			return fail(err)
+		}
+	}
+	if err := s.listenControl(files.ControlSock()); err != nil {
+		fmt.Fprintf(logw, "owner: control socket unavailable (heyvm port will not work): %v\n", err)
+	}
 	s.Info = sandbox.OwnerInfo{
 		PID: os.Getpid(), GuestIP: ip, SSHHost: host, SSHPort: port,
-		StartedAt: started.UTC(), Accelerator: m.Accelerator(), Ports: cfg.Ports, Detached: o.Detached,
+		StartedAt: started.UTC(), Accelerator: m.Accelerator(), Ports: s.ports.List(), Detached: o.Detached,
 	}
 	if cfg.TTL > 0 {
 		t := started.Add(time.Duration(cfg.TTL)).UTC()
@@ -194,6 +211,9 @@ func Boot(ctx context.Context, o BootOptions) (*Session, error) {
 		return fail(err)
 	}
 	go s.watch()
+	if cfg.AutoPorts {
+		go s.watchPorts()
+	}
 	return s, nil
 }
 
@@ -214,7 +234,7 @@ func Spec(cfg *sandbox.Config, im *image.Image, files layout.Sandbox) backend.Sp
 	return backend.Spec{
 		Name: cfg.Name, Arch: im.Meta.Arch, CPUs: cfg.CPUs, MemoryMiB: cfg.MemoryMiB,
 		Kernel: im.Kernel(), Initrd: im.Initrd(), Cmdline: cmdline,
-		Disk: files.Rootfs(), Mounts: cfg.Mounts, Ports: cfg.Ports,
+		Disk: files.Rootfs(), Mounts: cfg.Mounts,
 		MAC: cfg.MAC, MachineIdentifier: files.MachineIdentifier(), RunDir: files.Dir,
 	}
 }
@@ -420,6 +440,13 @@ func (s *Session) finish(reason, detail string) {
 		os.Remove(files.PauseState())
 		if s.hub != nil {
 			s.hub.close(files.ConsoleSock())
+		}
+		if s.control != nil {
+			s.control.Close()
+			os.Remove(files.ControlSock())
+		}
+		if s.ports != nil {
+			s.ports.Close()
 		}
 		if s.cancel != nil {
 			s.cancel()

@@ -40,6 +40,8 @@ type Config struct {
 	// Autostart marks a sandbox that `heyvm autostart run` (the boot-time
 	// unit) starts.
 	Autostart bool `yaml:"autostart,omitempty" json:"autostart"`
+	// AutoPorts forwards every TCP port the guest listens on.
+	AutoPorts bool `yaml:"auto_ports,omitempty" json:"auto_ports,omitempty"`
 }
 
 // Workspace records the git worktree a `heyvm wt` sandbox serves.

@@ -72,7 +72,6 @@ func TestBuildPlan(t *testing.T) {
 		func(s *backend.Spec) { s.MemoryMiB = 64 },
 		func(s *backend.Spec) { s.MAC = "nope" },
 		func(s *backend.Spec) { s.Cmdline = "console=ttyS0" },
-		func(s *backend.Spec) { s.Ports = []backend.PortForward{{HostPort: 1, GuestPort: 1}} },
 	} {
 		s := spec
 		mod(&s)

@@ -63,11 +63,9 @@ func buildArgs(spec backend.Spec, accel string, vfsSockets []string) []string {
 	// errors that its file system would remount read-only over.
 	add("-drive", "file="+escapeComma(spec.Disk)+",if=none,id=disk0,format=raw,cache=writeback,discard=unmap,werror=stop,rerror=stop")
 	add("-device", "virtio-blk-pci,drive=disk0")
-	netdev := "user,id=net0,hostfwd=tcp:127.0.0.1:0-:22"
-	for _, p := range spec.Ports {
-		netdev += fmt.Sprintf(",hostfwd=tcp:127.0.0.1:%d-:%d", p.HostPort, p.GuestPort)
-	}
-	add("-netdev", netdev)
+	// Only SSH is forwarded here; --port forwards run in the owner, over
+	// SSH (internal/portfwd), the same on every backend.
+	add("-netdev", "user,id=net0,hostfwd=tcp:127.0.0.1:0-:22")
 	nic := "virtio-net-pci,netdev=net0,romfile="
 	if spec.MAC != "" {
 		nic += ",mac=" + spec.MAC

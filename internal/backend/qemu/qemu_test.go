@@ -69,12 +69,12 @@ func TestChooseAccel(t *testing.T) {
 
 func TestBuildArgs(t *testing.T) {
 	spec := backend.Spec{Name: "box", Arch: "amd64", CPUs: 2, MemoryMiB: 512, Kernel: "/k", Initrd: "/i", Cmdline: "console=hvc0",
-		Disk: "/d,odd", Ports: []backend.PortForward{{HostPort: 18080, GuestPort: 80}}, MAC: "02:00:00:00:00:01",
+		Disk: "/d,odd", MAC: "02:00:00:00:00:01",
 		Mounts: []backend.Mount{{Tag: "ws", HostPath: "/h", GuestPath: "/workspace"}}}
 	a := strings.Join(buildArgs(spec, "tcg", []string{"/run/vfs0.sock"}), " ")
 	for _, want := range []string{
 		"-nodefaults", "-machine q35,memory-backend=mem", "-accel tcg,thread=multi", "-smp 2", "-m 512M",
-		"file=/d,,odd,", "hostfwd=tcp:127.0.0.1:0-:22", "hostfwd=tcp:127.0.0.1:18080-:80", "romfile=",
+		"file=/d,,odd,", "hostfwd=tcp:127.0.0.1:0-:22", "romfile=",
 		"socket,id=con0,fd=3", "virtconsole,chardev=con0", "socket,id=qmp,fd=4", "vhost-user-fs-pci,chardev=vfs0,tag=ws",
 		"memory-backend-memfd,id=mem,size=512M,share=on", "-no-reboot",
 	} {
