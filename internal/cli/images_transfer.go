@@ -91,13 +91,33 @@ func registryFor(st image.Store, o TransferOptions, ref string) ociimage.Registr
 	return r
 }
 
-// RunImagesPush packs an image and pushes it to ref.
-func RunImagesPush(ctx context.Context, ios IO, o TransferOptions, imageName, ref string) error {
+// storeImage finds the store of o.Backend and an image in it.
+func storeImage(o TransferOptions, imageName string) (image.Store, *image.Image, error) {
 	st, err := imageStore(o.Backend)
 	if err != nil {
-		return err
+		return st, nil, err
 	}
 	im, err := st.Resolve(imageName)
+	return st, im, err
+}
+
+// pack packs an image as an OCI artifact whose compressed layers live in
+// a scratch directory; done removes them.
+func pack(ctx context.Context, st image.Store, im *image.Image, what string, po ociimage.PackOptions) (a *ociimage.Artifact, done func(), err error) {
+	if po.WorkDir, err = workDir(st, what); err != nil {
+		return nil, nil, err
+	}
+	a, err = ociimage.Pack(ctx, im, po)
+	if err != nil {
+		os.RemoveAll(po.WorkDir)
+		return nil, nil, err
+	}
+	return a, func() { a.Close(); os.RemoveAll(po.WorkDir) }, nil
+}
+
+// RunImagesPush packs an image and pushes it to ref.
+func RunImagesPush(ctx context.Context, ios IO, o TransferOptions, imageName, ref string) error {
+	st, im, err := storeImage(o, imageName)
 	if err != nil {
 		return err
 	}
@@ -105,21 +125,12 @@ func RunImagesPush(ctx context.Context, ios IO, o TransferOptions, imageName, re
 	if _, err := reg.ParseRef(ref); err != nil {
 		return err
 	}
-	work, err := workDir(st, "push")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(work)
 	prog := newByteProgress(ios.Out)
-	a, err := ociimage.Pack(ctx, im, ociimage.PackOptions{
-		WorkDir:   work,
-		CacheFile: st.Root.PushCache(st.Backend, im.Name),
-		Progress:  prog,
-	})
+	a, done, err := pack(ctx, st, im, "push", ociimage.PackOptions{CacheFile: st.Root.PushCache(st.Backend, im.Name), Progress: prog})
 	if err != nil {
 		return err
 	}
-	defer a.Close()
+	defer done()
 	digest, err := reg.Push(ctx, a, ref, prog)
 	if err != nil {
 		return fmt.Errorf("push %s: %w", imageName, err)
@@ -241,11 +252,7 @@ func obtainDefault(ctx context.Context, ios IO, st image.Store, arch string, o T
 
 // RunImagesExport writes an image to one OCI image-layout tar.
 func RunImagesExport(ctx context.Context, ios IO, o TransferOptions, imageName, file string) error {
-	st, err := imageStore(o.Backend)
-	if err != nil {
-		return err
-	}
-	im, err := st.Resolve(imageName)
+	st, im, err := storeImage(o, imageName)
 	if err != nil {
 		return err
 	}
@@ -255,17 +262,12 @@ func RunImagesExport(ctx context.Context, ios IO, o TransferOptions, imageName, 
 	if _, err := os.Stat(filepath.Dir(file)); err != nil {
 		return fmt.Errorf("cannot write %s: %w", file, err)
 	}
-	work, err := workDir(st, "export")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(work)
 	prog := newByteProgress(ios.Out)
-	a, err := ociimage.Pack(ctx, im, ociimage.PackOptions{WorkDir: work, KeepFiles: true, Progress: prog})
+	a, done, err := pack(ctx, st, im, "export", ociimage.PackOptions{KeepFiles: true, Progress: prog})
 	if err != nil {
 		return err
 	}
-	defer a.Close()
+	defer done()
 	if err := ociimage.Export(ctx, a, file, prog); err != nil {
 		return fmt.Errorf("export %s: %w", imageName, err)
 	}
