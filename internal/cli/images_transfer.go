@@ -148,21 +148,24 @@ func workDir(st image.Store, what string) (string, error) {
 	return os.MkdirTemp(st.Root.CacheDir(), what+"-")
 }
 
-func (o TransferOptions) arch(st image.Store) (string, error) {
-	if o.Arch == "" {
-		return image.BackendArch(st.Backend), nil
+// storeArch is the store of o.Backend and the architecture to take:
+// --arch, or the one the backend runs.
+func (o TransferOptions) storeArch() (image.Store, string, error) {
+	st, err := imageStore(o.Backend)
+	if err != nil {
+		return st, "", err
 	}
-	return image.NormalizeArch(o.Arch)
+	if o.Arch == "" {
+		return st, image.BackendArch(st.Backend), nil
+	}
+	arch, err := image.NormalizeArch(o.Arch)
+	return st, arch, err
 }
 
 // RunImagesPull pulls ref into the store. "default" pulls the configured
 // default image (or, on Linux with none configured, builds it).
 func RunImagesPull(ctx context.Context, ios IO, o TransferOptions, ref string) (*image.Image, error) {
-	st, err := imageStore(o.Backend)
-	if err != nil {
-		return nil, err
-	}
-	arch, err := o.arch(st)
+	st, arch, err := o.storeArch()
 	if err != nil {
 		return nil, err
 	}
@@ -277,11 +280,7 @@ func RunImagesExport(ctx context.Context, ios IO, o TransferOptions, imageName, 
 
 // RunImagesImport adds the image in an exported tar to the store.
 func RunImagesImport(ctx context.Context, ios IO, o TransferOptions, file string) (*image.Image, error) {
-	st, err := imageStore(o.Backend)
-	if err != nil {
-		return nil, err
-	}
-	arch, err := o.arch(st)
+	st, arch, err := o.storeArch()
 	if err != nil {
 		return nil, err
 	}
