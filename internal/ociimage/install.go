@@ -334,8 +334,9 @@ func fetchPiece(ctx context.Context, img v1.Image, d v1.Descriptor, p piece, f *
 		}
 		prog.Add(p.Size)
 	} else {
-		w := &sparseWriter{f: f, off: p.Offset, prog: prog}
-		n, err := io.CopyBuffer(w, io.LimitReader(dec, p.Size+1), make([]byte, 1<<20))
+		// The kernel and initrd are small and dense: written as they come.
+		w := io.NewOffsetWriter(f, p.Offset)
+		n, err := io.CopyBuffer(w, &progressReader{r: io.LimitReader(dec, p.Size+1), p: prog}, make([]byte, 1<<20))
 		if err != nil {
 			return fmt.Errorf("cannot decompress the blob: it is corrupt or its download broke off (%w); run the pull again to resume", err)
 		}
@@ -353,41 +354,6 @@ func fetchPiece(ctx context.Context, img v1.Image, d v1.Descriptor, p piece, f *
 	// pull's page cache survives, and after a host crash the record is
 	// discarded (see openRecord).
 	return nil
-}
-
-// sparseWriter writes at increasing offsets, skipping 4 KiB blocks that are
-// all zero so they stay holes in a file truncated to size beforehand.
-type sparseWriter struct {
-	f    *os.File
-	off  int64
-	prog Progress
-}
-
-const block = 4096
-
-func (w *sparseWriter) Write(b []byte) (int, error) {
-	for i := 0; i < len(b); {
-		end := min(i+block, len(b))
-		if isZero(b[i:end]) {
-			i = end
-			continue
-		}
-		j := end
-		for j < len(b) {
-			e := min(j+block, len(b))
-			if isZero(b[j:e]) {
-				break
-			}
-			j = e
-		}
-		if _, err := w.f.WriteAt(b[i:j], w.off+int64(i)); err != nil {
-			return 0, err
-		}
-		i = j
-	}
-	w.off += int64(len(b))
-	w.prog.Add(int64(len(b)))
-	return len(b), nil
 }
 
 type ctxReader struct {

@@ -29,6 +29,9 @@ import (
 
 const sparseMagic = "heyvm-sparse-chunk 1 "
 
+// block is the granularity of extents: a file system block.
+const block = 4096
+
 type extent struct{ Off, Len int64 }
 
 // chunkExtents finds the non-zero 4 KiB runs of f's [off, off+n). Holes
