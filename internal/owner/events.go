@@ -65,7 +65,7 @@ func (s *Session) followEvents(bootFail context.CancelCauseFunc) {
 					fmt.Fprintf(s.log, "owner: %d MB free again on %s: resuming the VM\n", sp.Free/hostinfo.MiB, sp.MountPoint)
 					s.resume()
 				} else if err == nil {
-					s.setPause(&sandbox.PauseInfo{Reason: s.ioErrorReason(*ioErr), NoSpace: true})
+					s.setPause(&sandbox.PauseInfo{Reason: diskFullReason(sp), NoSpace: true})
 				}
 			}
 		case <-resume:
@@ -90,11 +90,15 @@ func (s *Session) resume() {
 func (s *Session) ioErrorReason(ev backend.Event) string {
 	if ev.NoSpace {
 		if sp, err := hostinfo.FreeSpace(s.sb.Files.Dir); err == nil {
-			return fmt.Sprintf("host disk full: %d MB free on %s", sp.Free/hostinfo.MiB, sp.MountPoint)
+			return diskFullReason(sp)
 		}
 		return "host disk full"
 	}
 	return "host I/O error: " + ev.Detail
+}
+
+func diskFullReason(sp hostinfo.Space) string {
+	return fmt.Sprintf("host disk full: %d MB free on %s", sp.Free/hostinfo.MiB, sp.MountPoint)
 }
 
 func (s *Session) isReady() bool {
