@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"time"
 
 	"github.com/heyvm/heyvm/internal/backend"
@@ -30,12 +29,10 @@ type ControlReply struct {
 }
 
 func (s *Session) listenControl(path string) error {
-	os.Remove(path)
-	l, err := net.Listen("unix", path)
+	l, err := listenPrivate(path)
 	if err != nil {
 		return err
 	}
-	os.Chmod(path, 0o600)
 	s.control = l
 	go func() {
 		for {

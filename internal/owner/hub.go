@@ -33,13 +33,23 @@ func (h *consoleHub) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func (h *consoleHub) listen(path string, to io.Writer) error {
+// listenPrivate listens on a unix socket at path, replacing a stale one,
+// readable and writable by the owner's user only.
+func listenPrivate(path string) (net.Listener, error) {
 	os.Remove(path)
 	l, err := net.Listen("unix", path)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	os.Chmod(path, 0o600)
+	return l, nil
+}
+
+func (h *consoleHub) listen(path string, to io.Writer) error {
+	l, err := listenPrivate(path)
+	if err != nil {
+		return err
+	}
 	h.mu.Lock()
 	h.l = l
 	h.mu.Unlock()
