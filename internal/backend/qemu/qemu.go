@@ -50,24 +50,28 @@ func nativeDebianArch() string { return hostArch() }
 // Preflight checks what Start would need for the spec's shares.
 func (Backend) Preflight(spec backend.Spec) error {
 	if len(spec.Mounts) > 0 {
-		return sharesUsable()
+		_, err := sharesUsable()
+		return err
 	}
 	return nil
 }
 
 // sharesUsable says whether virtiofsd can serve shares here. It never
-// lets a share be dropped silently: no virtiofsd, no sandbox.
-func sharesUsable() error {
+// lets a share be dropped silently: no virtiofsd, no sandbox. For an
+// ordinary user it returns the user namespace virtiofsd will run in
+// (nil as root).
+func sharesUsable() (*userns.Config, error) {
 	if _, err := os.Stat(VirtiofsdPath); err != nil {
-		return fmt.Errorf("shared folders need virtiofsd, which is missing at %s: run `sudo apt-get install qemu-system-common`", VirtiofsdPath)
+		return nil, fmt.Errorf("shared folders need virtiofsd, which is missing at %s: run `sudo apt-get install qemu-system-common`", VirtiofsdPath)
 	}
-	if userns.Rootless() {
-		// virtiofsd runs as root of a user namespace: check it can.
-		if _, err := userns.ThisHost().Check(); err != nil {
-			return fmt.Errorf("shared folders: %w", err)
-		}
+	if !userns.Rootless() {
+		return nil, nil
 	}
-	return nil
+	cfg, err := userns.ThisHost().Check()
+	if err != nil {
+		return nil, fmt.Errorf("shared folders: %w", err)
+	}
+	return &cfg, nil
 }
 
 // virtiofsdCommand is virtiofsd for one share. As root it runs as is. As
@@ -77,16 +81,12 @@ func sharesUsable() error {
 // the guest, and other guest ids land in the subordinate range. It gets a
 // private /run (its lock directory) and chroot sandboxing, since it cannot
 // set up its namespace sandbox from there.
-func virtiofsdCommand(args ...string) (*exec.Cmd, error) {
-	if !userns.Rootless() {
-		return exec.Command(VirtiofsdPath, args...), nil
+func virtiofsdCommand(ns *userns.Config, args ...string) *exec.Cmd {
+	if ns == nil {
+		return exec.Command(VirtiofsdPath, args...)
 	}
-	cfg, err := userns.ThisHost().Check()
-	if err != nil {
-		return nil, err
-	}
-	argv := cfg.Args(append([]string{"sh", "-c", `mount -t tmpfs -o mode=0755 tmpfs /run && exec "$0" "$@"`, VirtiofsdPath}, append(args, "-o", "sandbox=chroot")...)...)
-	return exec.Command(argv[0], argv[1:]...), nil
+	argv := ns.Args(append([]string{"sh", "-c", `mount -t tmpfs -o mode=0755 tmpfs /run && exec "$0" "$@"`, VirtiofsdPath}, append(args, "-o", "sandbox=chroot")...)...)
+	return exec.Command(argv[0], argv[1:]...)
 }
 
 // Start boots the machine described by spec.
@@ -253,7 +253,8 @@ func (m *machine) startVirtiofsd(spec backend.Spec, logw io.Writer) ([]string, e
 	if len(spec.Mounts) == 0 {
 		return nil, nil
 	}
-	if err := sharesUsable(); err != nil {
+	ns, err := sharesUsable()
+	if err != nil {
 		return nil, err
 	}
 	var socks []string
@@ -271,11 +272,7 @@ func (m *machine) startVirtiofsd(spec backend.Spec, logw io.Writer) ([]string, e
 			return nil, err
 		}
 		os.Chmod(sock, 0o600)
-		cmd, err := virtiofsdCommand("--fd=3", "-o", "source="+mt.HostPath, "-o", "cache=auto", "-o", "xattr", "-o", "log_level=warn")
-		if err != nil {
-			f.Close()
-			return nil, err
-		}
+		cmd := virtiofsdCommand(ns, "--fd=3", "-o", "source="+mt.HostPath, "-o", "cache=auto", "-o", "xattr", "-o", "log_level=warn")
 		cmd.ExtraFiles = []*os.File{f}
 		cmd.Stdout, cmd.Stderr = logw, logw
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
