@@ -8,40 +8,11 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
-)
 
-// burst sends n GETs, c at a time, to 127.0.0.1:port and counts failures.
-func burst(port, n, c int) (failed int64, took time.Duration) {
-	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: true, MaxConnsPerHost: c}}
-	var fails atomic.Int64
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, c)
-	start := time.Now()
-	for i := 0; i < n; i++ {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			resp, err := client.Get(fmt.Sprintf("http://127.0.0.1:%d/", port))
-			if err != nil {
-				fails.Add(1)
-				return
-			}
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != 200 {
-				fails.Add(1)
-			}
-		}()
-	}
-	wg.Wait()
-	return fails.Load(), time.Since(start)
-}
+	"github.com/heyvm/heyvm/internal/portfwd/httpburst"
+)
 
 // refusedQuickly checks that a connection to the port is closed at once
 // (no service behind it), not left hanging.
@@ -74,7 +45,7 @@ func TestPortForwards(t *testing.T) {
 		t.Fatalf("forward: %q", got)
 	}
 	// A burst against busybox httpd (listen backlog 9): none fails.
-	failed, took := burst(h1, 500, 50)
+	failed, took := httpburst.Run(h1, 500, 50)
 	t.Logf("500 requests, 50 at a time: %d failed, %s", failed, took.Round(time.Millisecond))
 	if failed != 0 {
 		t.Errorf("%d of 500 requests failed", failed)
