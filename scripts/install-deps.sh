@@ -9,6 +9,7 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 pkgs=(
 	qemu-system-x86 qemu-system-arm qemu-utils   # the hypervisor (x86 and arm64 guests)
+	passt                                        # the guest's network, with the host's loopback closed
 	mmdebstrap e2fsprogs kmod dpkg cpio tar      # building the default image
 	uidmap util-linux                            # user namespaces: no root needed after this script
 	busybox-static openssh-client                # OpenSSH for `ssh-config` and the benchmark

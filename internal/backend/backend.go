@@ -43,11 +43,23 @@ type Spec struct {
 	Disk      string // the sandbox's own rootfs.img
 	Mounts    []Mount
 	MAC       string // stable per sandbox
+	// HostLoopback lets the guest reach services that listen only on the
+	// host's 127.0.0.1. Off, the guest reaches the outside world but not
+	// the host's loopback, as under apple_virt's NAT.
+	HostLoopback bool
+	// GuestHostLink says the image's init can bring up a second, host-only
+	// network link named on the kernel command line (image feature
+	// "hostlink"); the qemu backend needs it to keep the loopback closed.
+	GuestHostLink bool
 	// MachineIdentifier is the file holding the sandbox's stable VZ
 	// generic machine identifier (made on first boot).
 	MachineIdentifier string
 	RunDir            string // a private directory the backend may put sockets in
 	Log               io.Writer
+	// RestoreFrom is a state file written by Machine.Save: the machine
+	// is restored from it instead of booted, and Start returns it paused,
+	// for the caller to Resume. The rest of the spec must be as it was.
+	RestoreFrom string
 }
 
 // Machine is a running VM.
@@ -72,6 +84,14 @@ type Machine interface {
 	Events() <-chan Event
 	// Resume continues a paused machine.
 	Resume(ctx context.Context) error
+	// Save pauses the machine and writes its whole state (memory and
+	// devices) to path, a new file, synced to disk when Save returns.
+	// The machine stays paused after a successful save, for the caller
+	// to Kill; after a failed one it runs on and path is removed.
+	Save(ctx context.Context, path string) error
+	// Hypervisor names what runs the machine, with its version (saved
+	// states are tied to it).
+	Hypervisor() string
 }
 
 // EventKind is what happened to a running machine.

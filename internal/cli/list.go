@@ -134,6 +134,9 @@ func newGetCmd(ios IO) *cobra.Command {
 			if p := portsText(v.Config); p != "" {
 				fmt.Fprintf(w, "Ports:     %s\n", p)
 			}
+			if v.HostLoopback {
+				fmt.Fprintf(w, "Network:   --host-loopback: the host's 127.0.0.1 is open to the guest at 10.0.2.2\n")
+			}
 			for _, m := range v.Mounts {
 				ro := ""
 				if m.ReadOnly {

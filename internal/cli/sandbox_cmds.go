@@ -77,6 +77,19 @@ type CreateOptions struct {
 	PortSpecs   []string // --port, parsed into Ports by validate
 	Autostart   bool     // start it again when the host boots
 	AutoPorts   bool     // forward what the guest listens on
+	// HostLoopback opens the host's 127.0.0.1 to the guest (qemu only).
+	HostLoopback bool
+}
+
+// preflight asks the backend whether it can run what o asks for. Before
+// the image is known (im nil) its init is assumed able to do what heyvm
+// needs; createSandbox asks again once it has the image.
+func (o *CreateOptions) preflight(b backend.Backend, im *image.Image) error {
+	spec := backend.Spec{Mounts: o.Mounts, HostLoopback: o.HostLoopback, GuestHostLink: true}
+	if im != nil {
+		spec.GuestHostLink = im.Meta.HasFeature(image.FeatureHostLink)
+	}
+	return b.Preflight(spec)
 }
 
 func (o *CreateOptions) validate() error {
@@ -130,6 +143,7 @@ func addCreateFlags(cmd *cobra.Command, o *CreateOptions) {
 	cmd.Flags().StringVar(&o.Backend, "backend", "", "hypervisor backend (default: "+backend.DefaultName()+")")
 	cmd.Flags().IntVar(&o.CPUs, "cpus", 2, "virtual CPUs")
 	cmd.Flags().IntVar(&o.MemoryMiB, "memory", 1024, "memory in MiB")
+	cmd.Flags().BoolVar(&o.HostLoopback, "host-loopback", false, "let the guest reach services on the host's 127.0.0.1 (qemu: at 10.0.2.2); off by default")
 }
 
 func newCreateCmd(ios IO) *cobra.Command {
@@ -195,11 +209,14 @@ func createSandbox(ctx context.Context, ios IO, e env, o *CreateOptions) (*sandb
 	if err != nil {
 		return nil, err
 	}
-	if err := b.Preflight(backend.Spec{Mounts: o.Mounts}); err != nil {
+	if err := o.preflight(b, nil); err != nil {
 		return nil, err
 	}
 	im, err := resolveImage(ctx, ios, e, b.Name(), o.Image)
 	if err != nil {
+		return nil, err
+	}
+	if err := o.preflight(b, im); err != nil {
 		return nil, err
 	}
 	if b.Name() == "qemu" {
@@ -227,6 +244,7 @@ func createSandbox(ctx context.Context, ios IO, e env, o *CreateOptions) (*sandb
 		CPUs: o.CPUs, MemoryMiB: o.MemoryMiB, DiskSizeMiB: int(diskSize >> 20),
 		Env: o.Env, Mounts: o.Mounts, Ports: o.Ports, TTL: sandbox.Duration(o.TTL),
 		MAC: sandbox.NewMAC(), Workspace: o.Workspace, Autostart: o.Autostart, AutoPorts: o.AutoPorts,
+		HostLoopback: o.HostLoopback,
 	}
 	sb, err := e.store.Create(ctx, cfg, func(rootfs string) error {
 		_, err := diskclone.Clone(im.Rootfs(), rootfs, diskSize)
@@ -257,81 +275,8 @@ func resolveImage(ctx context.Context, ios IO, e env, backendName, name string) 
 	return im, err
 }
 
-func newStartCmd(ios IO) *cobra.Command {
-	return &cobra.Command{
-		Use: "start ID", Short: "Start a stopped sandbox in the background", Args: cobra.ExactArgs(1),
-		RunE: func(c *cobra.Command, args []string) error {
-			e, sb, err := openSandbox(args[0])
-			if err != nil {
-				return err
-			}
-			if st, err := sandbox.ReadState(sb.Files); err == nil && st.Status == sandbox.Paused {
-				if err := owner.Resume(c.Context(), sb, st); err != nil {
-					return err
-				}
-				fmt.Fprintf(ios.Out, "resumed %s\n", sb.Config.Name)
-				return nil
-			}
-			started, err := owner.Start(c.Context(), e.root, sb)
-			if err != nil {
-				return fmt.Errorf("start %s: %w (see `heyvm logs %s`)", sb.Config.Name, err, sb.Config.Name)
-			}
-			if started {
-				fmt.Fprintf(ios.Out, "started %s\n", sb.Config.Name)
-			} else {
-				fmt.Fprintf(ios.Out, "%s is already running\n", sb.Config.Name)
-			}
-			return nil
-		},
-	}
-}
-
-const stopTimeout = 45 * time.Second
-
 // createMargin is the free space a new sandbox needs beyond its disk clone.
 const createMargin = 256 * hostinfo.MiB
-
-func newStopCmd(ios IO) *cobra.Command {
-	return &cobra.Command{
-		Use: "stop ID", Short: "Stop a sandbox (its disk is kept)", Args: cobra.ExactArgs(1),
-		RunE: func(c *cobra.Command, args []string) error {
-			_, sb, err := openSandbox(args[0])
-			if err != nil {
-				return err
-			}
-			was, err := owner.Stop(c.Context(), sb, stopTimeout)
-			if err != nil {
-				return err
-			}
-			if was {
-				fmt.Fprintf(ios.Out, "stopped %s\n", sb.Config.Name)
-			} else {
-				fmt.Fprintf(ios.Out, "%s is already stopped\n", sb.Config.Name)
-			}
-			return nil
-		},
-	}
-}
-
-func newRestartCmd(ios IO) *cobra.Command {
-	return &cobra.Command{
-		Use: "restart ID", Short: "Stop and start a sandbox", Args: cobra.ExactArgs(1),
-		RunE: func(c *cobra.Command, args []string) error {
-			e, sb, err := openSandbox(args[0])
-			if err != nil {
-				return err
-			}
-			if _, err := owner.Stop(c.Context(), sb, stopTimeout); err != nil {
-				return err
-			}
-			if _, err := owner.Start(c.Context(), e.root, sb); err != nil {
-				return fmt.Errorf("start %s: %w (see `heyvm logs %s`)", sb.Config.Name, err, sb.Config.Name)
-			}
-			fmt.Fprintf(ios.Out, "restarted %s\n", sb.Config.Name)
-			return nil
-		},
-	}
-}
 
 func newRmCmd(ios IO) *cobra.Command {
 	var yes, force bool
@@ -367,7 +312,7 @@ func runRm(ctx context.Context, ios IO, e env, ref string, yes, force bool) erro
 	if err != nil {
 		return err
 	}
-	if st.Status != sandbox.Stopped {
+	if st.Status != sandbox.Stopped && st.Status != sandbox.Suspended {
 		if !force {
 			return fmt.Errorf("sandbox %s is %s: stop it with `heyvm stop %s`, or use `heyvm rm --force %s`", name, st.Status, name, name)
 		}
@@ -456,6 +401,8 @@ func connect(ctx context.Context, e env, sb *sandbox.Sandbox) (*liveConn, error)
 	switch st.Status {
 	case sandbox.Stopped:
 		return nil, fmt.Errorf("sandbox %s is stopped: start it with `heyvm start %s`", sb.Config.Name, sb.Config.Name)
+	case sandbox.Suspended:
+		return nil, fmt.Errorf("sandbox %s is suspended: `heyvm start %s` resumes it", sb.Config.Name, sb.Config.Name)
 	case sandbox.Starting:
 		return nil, fmt.Errorf("sandbox %s is still starting: try again in a moment", sb.Config.Name)
 	case sandbox.Paused:

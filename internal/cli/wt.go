@@ -93,7 +93,9 @@ func RunWt(ctx context.Context, ios IO, o *WtOptions) error {
 			return err
 		}
 		// The worktree is a share: check shares work before touching git.
-		if err := b.Preflight(backend.Spec{Mounts: []backend.Mount{{Tag: "workspace", HostPath: repo.Top, GuestPath: WorkspacePath}}}); err != nil {
+		probe := co
+		probe.Mounts = []backend.Mount{{Tag: "workspace", HostPath: repo.Top, GuestPath: WorkspacePath}}
+		if err := probe.preflight(b, nil); err != nil {
 			return err
 		}
 		path, created, err := repo.Ensure(ctx, o.Branch)

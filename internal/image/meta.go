@@ -29,6 +29,23 @@ type Metadata struct {
 	SHA256        map[string]string `yaml:"sha256" json:"sha256"`
 	// Pulled says where a pulled or imported image came from.
 	Pulled *PullInfo `yaml:"pulled,omitempty" json:"pulled,omitempty"`
+	// GuestFeatures lists what the image's init can do beyond the first
+	// release's, so heyvm never asks an older image for more.
+	GuestFeatures []string `yaml:"guest_features,omitempty" json:"guest_features,omitempty"`
+}
+
+// FeatureHostLink: the init brings up the host-only SSH link named by
+// heyvm.hostlink= on the kernel command line.
+const FeatureHostLink = "hostlink"
+
+// HasFeature says whether the image's init has a guest feature.
+func (m *Metadata) HasFeature(f string) bool {
+	for _, g := range m.GuestFeatures {
+		if g == f {
+			return true
+		}
+	}
+	return false
 }
 
 // PullInfo records the source of a pulled or imported image.

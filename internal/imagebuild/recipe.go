@@ -285,6 +285,7 @@ func buildInto(ctx context.Context, o Options, arch, out string) (*image.Metadat
 		KernelCmdline: KernelCmdline,
 		KernelVersion: res.KernelVersion,
 		RootfsSize:    o.RootfsSize,
+		GuestFeatures: []string{image.FeatureHostLink},
 		Created:       time.Now().UTC().Truncate(time.Second),
 		Build: image.BuildInfo{
 			Recipe:     "mmdebstrap --variant=minbase",

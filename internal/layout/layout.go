@@ -148,6 +148,13 @@ func (s Sandbox) ConsoleSock() string { return filepath.Join(s.Dir, "console.soc
 func (s Sandbox) ControlSock() string { return filepath.Join(s.Dir, "control.sock") }
 func (s Sandbox) LastStop() string    { return filepath.Join(s.Dir, "last_stop.json") }
 
+// SuspendState is the whole saved VM of a suspended sandbox (memory and
+// devices); SuspendInfo, written after it, marks the sandbox suspended.
+// SuspendTemp is the state while it is being written.
+func (s Sandbox) SuspendState() string { return filepath.Join(s.Dir, "suspend.state") }
+func (s Sandbox) SuspendInfo() string  { return filepath.Join(s.Dir, "suspend.json") }
+func (s Sandbox) SuspendTemp() string  { return filepath.Join(s.Dir, "suspend.state.tmp") }
+
 // PauseState holds why the running VM is paused. It is allocated when the
 // owner starts and rewritten in place, so it can still be written when
 // the host disk is full (the usual reason for a pause).

@@ -18,14 +18,23 @@ import (
 
 // ControlRequest is what a CLI asks the owner.
 type ControlRequest struct {
-	Op   string              `json:"op"` // port-add, port-rm, port-list
+	Op   string              `json:"op"` // port-add, port-rm, port-list, suspend
 	Port backend.PortForward `json:"port"`
 }
 
 // ControlReply is the owner's answer: the forwards after the change.
 type ControlReply struct {
-	Ports []backend.PortForward `json:"ports"`
-	Error string                `json:"error,omitempty"`
+	Ports   []backend.PortForward `json:"ports"`
+	Suspend *sandbox.SuspendInfo  `json:"suspend,omitempty"`
+	Error   string                `json:"error,omitempty"`
+}
+
+// controlDeadline bounds one request; a suspend writes the VM's memory.
+func controlDeadline(op string) time.Duration {
+	if op == "suspend" {
+		return SuspendTimeout + 30*time.Second
+	}
+	return 30 * time.Second
 }
 
 func (s *Session) listenControl(path string) error {
@@ -53,8 +62,21 @@ func (s *Session) serveControl(c net.Conn) {
 	if err := json.NewDecoder(c).Decode(&req); err != nil {
 		return
 	}
+	c.SetDeadline(time.Now().Add(controlDeadline(req.Op)))
 	var reply ControlReply
 	switch req.Op {
+	case "suspend":
+		ctx, cancel := context.WithTimeout(context.Background(), SuspendTimeout)
+		si, err := s.Suspend(ctx)
+		cancel()
+		if err != nil {
+			reply.Error = err.Error()
+			fmt.Fprintf(s.log, "owner: suspend failed: %v\n", err)
+		} else {
+			reply.Suspend = &si
+		}
+		json.NewEncoder(c).Encode(reply)
+		return
 	case "port-add":
 		f, err := s.ports.Add(req.Port)
 		if err != nil {
@@ -99,7 +121,7 @@ func Control(ctx context.Context, sb *sandbox.Sandbox, req ControlRequest) (Cont
 		return ControlReply{}, ErrNotRunning
 	}
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(30 * time.Second))
+	c.SetDeadline(time.Now().Add(controlDeadline(req.Op)))
 	if err := json.NewEncoder(c).Encode(req); err != nil {
 		return ControlReply{}, err
 	}

@@ -39,10 +39,37 @@ func Start(ctx context.Context, root layout.Root, sb *sandbox.Sandbox) (started 
 	if err != nil {
 		return false, err
 	}
-	if st.Status != sandbox.Stopped {
+	if st.Status != sandbox.Stopped && st.Status != sandbox.Suspended {
 		return false, nil
 	}
 	return true, spawn(ctx, sb)
+}
+
+// DiscardSaved removes a suspended sandbox's saved VM, so the next start
+// boots its disk. It serialises with starts, and refuses a running one.
+func DiscardSaved(ctx context.Context, sb *sandbox.Sandbox) (bool, error) {
+	lock, err := fsutil.LockContext(ctx, sb.Files.StartLock())
+	if err != nil {
+		return false, err
+	}
+	defer lock.Unlock()
+	st, err := sandbox.ReadState(sb.Files)
+	if err != nil {
+		return false, err
+	}
+	if st.Status != sandbox.Suspended {
+		return false, nil
+	}
+	return true, sandbox.DiscardSuspend(sb.Files)
+}
+
+// WaitGone waits until the sandbox's owner has let go of it.
+func WaitGone(ctx context.Context, sb *sandbox.Sandbox) error {
+	if err := fsutil.WaitUnlocked(ctx, sb.Files.OwnerLock()); err != nil {
+		return err
+	}
+	sandbox.ReadState(sb.Files)
+	return nil
 }
 
 func spawn(ctx context.Context, sb *sandbox.Sandbox) error {

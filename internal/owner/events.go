@@ -48,7 +48,7 @@ func (s *Session) followEvents(bootFail context.CancelCauseFunc) {
 				}
 				s.setPause(&sandbox.PauseInfo{Reason: reason, NoSpace: ev.NoSpace})
 			case backend.EventPaused:
-				if ioErr == nil && s.isReady() {
+				if ioErr == nil && s.isReady() && !s.isSuspending() {
 					s.setPause(&sandbox.PauseInfo{Reason: "paused by the hypervisor"})
 				}
 			case backend.EventResumed:
@@ -99,6 +99,12 @@ func (s *Session) ioErrorReason(ev backend.Event) string {
 
 func diskFullReason(sp hostinfo.Space) string {
 	return fmt.Sprintf("host disk full: %d MB free on %s", sp.Free/hostinfo.MiB, sp.MountPoint)
+}
+
+func (s *Session) isSuspending() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.suspending
 }
 
 func (s *Session) isReady() bool {

@@ -66,6 +66,8 @@ type Session struct {
 	mu       sync.Mutex
 	stopping bool
 	ready    bool // owner.json written: pauses are recorded, not boot failures
+	// suspending: Suspend is saving the VM; its pause is not reported.
+	suspending bool
 }
 
 // BootOptions say which sandbox to boot and how its owner runs.
@@ -139,12 +141,23 @@ func Boot(ctx context.Context, o BootOptions) (*Session, error) {
 	}
 	// The machine lives until Shutdown cancels this, not until ctx ends:
 	// ctx only bounds the boot.
+	saved, err := savedVM(o.Sandbox)
+	if err != nil {
+		return fail(err)
+	}
+	spec := Spec(cfg, im, files)
+	if saved != nil {
+		spec.RestoreFrom = files.SuspendState()
+	}
 	mctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
 	started := time.Now()
-	m, err := b.Start(mctx, Spec(cfg, im, files))
+	m, err := b.Start(mctx, spec)
 	if err != nil {
 		cancel()
+		if saved != nil {
+			err = resumeError(cfg.Name, saved, err)
+		}
 		return fail(err)
 	}
 	s.machine = m
@@ -158,25 +171,47 @@ func Boot(ctx context.Context, o BootOptions) (*Session, error) {
 	go s.followEvents(failBoot)
 	bctx, bcancel := context.WithTimeout(fctx, BootTimeout)
 	defer bcancel()
-	uptime, err := s.console.WaitReady(bctx)
-	if err != nil {
-		return fail(s.bootError(bctx, "waiting for the guest to boot", err))
-	}
-	fmt.Fprintf(logw, "owner: guest ready after %s (guest uptime %ss)\n", time.Since(started).Round(time.Millisecond), uptime)
-
-	ip, hostKey, err := provision(bctx, s.console, pubLine)
-	if err != nil {
-		return fail(s.bootError(bctx, "provisioning over the console", err))
-	}
-	fmt.Fprintf(logw, "owner: provisioned over the console after %s\n", time.Since(started).Round(time.Millisecond))
-	key, err := sshclient.PinHostKey(files.KnownHosts(), cfg.ID, hostKey)
-	if err != nil {
-		return fail(err)
+	var ip string
+	var key ssh.PublicKey
+	if saved != nil {
+		// The saved state goes before the guest runs again: once its disk
+		// moves on, that state could only corrupt it.
+		if err := sandbox.DiscardSuspend(files); err != nil {
+			return fail(err)
+		}
+		if err := m.Resume(bctx); err != nil {
+			return fail(fmt.Errorf("resume the restored VM: %w", err))
+		}
+		fmt.Fprintf(logw, "owner: restored the VM saved at %s, running after %s\n", saved.At.Format(time.RFC3339), time.Since(started).Round(time.Millisecond))
+		ip = saved.GuestIP
+		if key, err = sshclient.PinnedHostKey(files.KnownHosts()); err != nil {
+			return fail(err)
+		}
+	} else {
+		uptime, err := s.console.WaitReady(bctx)
+		if err != nil {
+			return fail(s.bootError(bctx, "waiting for the guest to boot", err))
+		}
+		fmt.Fprintf(logw, "owner: guest ready after %s (guest uptime %ss)\n", time.Since(started).Round(time.Millisecond), uptime)
+		var hostKey string
+		ip, hostKey, err = provision(bctx, s.console, pubLine)
+		if err != nil {
+			return fail(s.bootError(bctx, "provisioning over the console", err))
+		}
+		fmt.Fprintf(logw, "owner: provisioned over the console after %s\n", time.Since(started).Round(time.Millisecond))
+		if key, err = sshclient.PinHostKey(files.KnownHosts(), cfg.ID, hostKey); err != nil {
+			return fail(err)
+		}
 	}
 	host, port := m.SSHEndpoint(ip)
 	s.target = sshclient.Target{Host: host, Port: port, User: "root", Signer: signer, HostKey: key}
 	if err := s.checkSSH(bctx); err != nil {
 		return fail(s.bootError(bctx, "checking SSH", err))
+	}
+	if saved != nil {
+		if err := setGuestClock(bctx, s.target); err != nil {
+			fmt.Fprintf(logw, "owner: could not set the restored guest's clock: %v\n", err)
+		}
 	}
 	fmt.Fprintf(logw, "owner: ssh ready at %s:%d after %s\n", host, port, time.Since(started).Round(time.Millisecond))
 
@@ -236,6 +271,7 @@ func Spec(cfg *sandbox.Config, im *image.Image, files layout.Sandbox) backend.Sp
 		Kernel: im.Kernel(), Initrd: im.Initrd(), Cmdline: cmdline,
 		Disk: files.Rootfs(), Mounts: cfg.Mounts,
 		MAC: cfg.MAC, MachineIdentifier: files.MachineIdentifier(), RunDir: files.Dir,
+		HostLoopback: cfg.HostLoopback, GuestHostLink: im.Meta.HasFeature(image.FeatureHostLink),
 	}
 }
 

@@ -1,6 +1,7 @@
 package owner
 
 import (
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -35,5 +36,29 @@ func TestSpec(t *testing.T) {
 	}
 	if s.Disk != "/h/sandboxes/id/rootfs.img" || s.Kernel != "/img/vmlinuz" || s.Arch != "amd64" {
 		t.Fatalf("spec %+v", s)
+	}
+}
+
+// A saved VM is resumed only into the machine shape it was saved with;
+// anything else says how to go on.
+func TestSavedVM(t *testing.T) {
+	files := layout.Sandbox{Dir: t.TempDir()}
+	sb := &sandbox.Sandbox{Config: &sandbox.Config{Name: "box", CPUs: 2, MemoryMiB: 512}, Files: files}
+	os.WriteFile(files.SuspendTemp(), []byte("half"), 0o600)
+	if si, err := savedVM(sb); si != nil || err != nil {
+		t.Fatalf("nothing saved: %v %v", si, err)
+	}
+	if _, err := os.Stat(files.SuspendTemp()); !os.IsNotExist(err) {
+		t.Error("an unfinished save was kept")
+	}
+	os.WriteFile(files.SuspendState(), make([]byte, 10), 0o600)
+	sandbox.WriteSuspendInfo(files, sandbox.SuspendInfo{Hypervisor: "QEMU 7.2.19", StateBytes: 10, CPUs: 2, MemoryMiB: 512})
+	if si, err := savedVM(sb); si == nil || err != nil {
+		t.Fatalf("saved: %v %v", si, err)
+	}
+	sb.Config.MemoryMiB = 1024
+	_, err := savedVM(sb)
+	if err == nil || !strings.Contains(err.Error(), "saved with 2 CPUs and 512 MiB") || !strings.Contains(err.Error(), "`heyvm start --cold box`") || !strings.Contains(err.Error(), "QEMU 7.2.19") {
+		t.Fatalf("shape changed: %v", err)
 	}
 }

@@ -40,6 +40,8 @@ type Config struct {
 	// Autostart marks a sandbox that `heyvm autostart run` (the boot-time
 	// unit) starts.
 	Autostart bool `yaml:"autostart,omitempty" json:"autostart"`
+	// HostLoopback opens the host's 127.0.0.1 to the guest (qemu only).
+	HostLoopback bool `yaml:"host_loopback,omitempty" json:"host_loopback,omitempty"`
 	// AutoPorts forwards every TCP port the guest listens on.
 	AutoPorts bool `yaml:"auto_ports,omitempty" json:"auto_ports,omitempty"`
 }

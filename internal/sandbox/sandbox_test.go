@@ -246,3 +246,51 @@ func TestPauseRecord(t *testing.T) {
 		t.Fatal("a torn record reads as paused")
 	}
 }
+
+// A saved VM makes a sandbox without an owner "suspended"; a record whose
+// state file is missing or of another size is reported, not trusted; and
+// the marker goes before the state when it is discarded.
+func TestSuspendRecord(t *testing.T) {
+	files := layout.Sandbox{Dir: t.TempDir()}
+	st, err := ReadState(files)
+	if err != nil || st.Status != Stopped || st.Suspend != nil {
+		t.Fatalf("fresh: %+v %v", st, err)
+	}
+	if si, err := ReadSuspendInfo(files); si != nil || err != nil {
+		t.Fatalf("no record: %v %v", si, err)
+	}
+	if err := os.WriteFile(files.SuspendState(), make([]byte, 1234), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	want := SuspendInfo{Hypervisor: "QEMU 7.2.19", StateBytes: 1234, GuestIP: "10.0.2.15", CPUs: 2, MemoryMiB: 512}
+	if err := WriteSuspendInfo(files, want); err != nil {
+		t.Fatal(err)
+	}
+	st, err = ReadState(files)
+	if err != nil || st.Status != Suspended || st.Suspend == nil || *st.Suspend != want {
+		t.Fatalf("suspended: %+v %v", st, err)
+	}
+	// Truncated state: still suspended (start explains), but not usable.
+	os.Truncate(files.SuspendState(), 1000)
+	if _, err := ReadSuspendInfo(files); err == nil || !strings.Contains(err.Error(), "incomplete") {
+		t.Fatalf("truncated state accepted: %v", err)
+	}
+	if st, _ := ReadState(files); st.Status != Suspended || st.Suspend != nil {
+		t.Fatalf("truncated: %+v", st)
+	}
+	os.WriteFile(files.SuspendTemp(), []byte("half"), 0o600)
+	if err := DiscardSuspend(files); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{files.SuspendInfo(), files.SuspendState(), files.SuspendTemp()} {
+		if _, err := os.Stat(p); !os.IsNotExist(err) {
+			t.Errorf("%s left after discard", p)
+		}
+	}
+	if st, _ := ReadState(files); st.Status != Stopped {
+		t.Fatalf("after discard: %+v", st)
+	}
+	if err := DiscardSuspend(files); err != nil {
+		t.Fatalf("discard is not idempotent: %v", err)
+	}
+}

@@ -47,11 +47,12 @@ type StopInfo struct {
 
 // Stop reasons.
 const (
-	StopRequested = "stopped"  // heyvm stop / rm / end of a foreground session
-	StopExpired   = "expired"  // TTL ran out
-	StopGuest     = "poweroff" // the guest powered itself off
-	StopCrashed   = "crashed"  // the hypervisor died
-	StopFailed    = "failed"   // boot or provisioning failed
+	StopRequested = "stopped"   // heyvm stop / rm / end of a foreground session
+	StopExpired   = "expired"   // TTL ran out
+	StopGuest     = "poweroff"  // the guest powered itself off
+	StopCrashed   = "crashed"   // the hypervisor died
+	StopFailed    = "failed"    // boot or provisioning failed
+	StopSuspended = "suspended" // heyvm stop --suspend saved the VM
 )
 
 // Status is what a sandbox is doing now.
@@ -62,13 +63,65 @@ const (
 	Paused   Status = "paused"   // owner alive, VM paused (owner.json says why)
 	Starting Status = "starting" // owner alive, not ready yet
 	Stopped  Status = "stopped"
+	// Suspended: no owner, and suspend.json names a saved VM that
+	// `heyvm start` resumes.
+	Suspended Status = "suspended"
 )
 
 // State is a sandbox's live state, derived from the owner lock.
 type State struct {
-	Status   Status     `json:"status"`
-	Owner    *OwnerInfo `json:"owner,omitempty"`
-	LastStop *StopInfo  `json:"last_stop,omitempty"`
+	Status   Status       `json:"status"`
+	Owner    *OwnerInfo   `json:"owner,omitempty"`
+	LastStop *StopInfo    `json:"last_stop,omitempty"`
+	Suspend  *SuspendInfo `json:"suspended,omitempty"`
+}
+
+// SuspendInfo describes a saved VM (suspend.json).
+type SuspendInfo struct {
+	At         time.Time `json:"at"`
+	Hypervisor string    `json:"hypervisor"` // what saved it, e.g. "QEMU 7.2.19"
+	StateBytes int64     `json:"state_bytes"`
+	GuestIP    string    `json:"guest_ip"`
+	// The machine's shape when saved: a restore needs the same.
+	CPUs         int  `json:"cpus"`
+	MemoryMiB    int  `json:"memory_mib"`
+	HostLoopback bool `json:"host_loopback,omitempty"`
+}
+
+// WriteSuspendInfo marks the sandbox suspended. The state file must be in
+// place (fsynced) first.
+func WriteSuspendInfo(files layout.Sandbox, si SuspendInfo) error {
+	return writeJSON(files.SuspendInfo(), si)
+}
+
+// ReadSuspendInfo returns the saved VM's record, nil if there is none. A
+// record whose state file is gone or of another size is no saved VM.
+func ReadSuspendInfo(files layout.Sandbox) (*SuspendInfo, error) {
+	si, err := readJSON[SuspendInfo](files.SuspendInfo())
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	fi, err := os.Stat(files.SuspendState())
+	if err != nil || fi.Size() != si.StateBytes {
+		return nil, fmt.Errorf("the saved state of this sandbox is incomplete (%s)", files.SuspendState())
+	}
+	return si, nil
+}
+
+// DiscardSuspend removes a saved VM: the marker first, so that a crash
+// halfway leaves no marker pointing at a partial file.
+func DiscardSuspend(files layout.Sandbox) error {
+	if err := os.Remove(files.SuspendInfo()); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	os.Remove(files.SuspendTemp())
+	if err := os.Remove(files.SuspendState()); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
 }
 
 // ReadState derives the state: the owner is alive exactly when someone
@@ -87,6 +140,12 @@ func ReadState(files layout.Sandbox) (State, error) {
 	switch {
 	case !held:
 		st.Status = Stopped
+		// A damaged record still says suspended: `heyvm start` then
+		// explains, and `start --cold` discards it.
+		if _, err := os.Stat(files.SuspendInfo()); err == nil {
+			st.Status = Suspended
+			st.Suspend, _ = ReadSuspendInfo(files)
+		}
 		if oerr == nil || !errors.Is(oerr, os.ErrNotExist) {
 			// Take the lock before removing, so an owner that started
 			// since the check above cannot lose its fresh owner.json.

@@ -36,10 +36,45 @@ func refusedQuickly(t *testing.T, port int) {
 
 const startHTTPD = "mkdir -p /srv && echo served > /srv/index.html && (busybox httpd -p 8080 -h /srv &)"
 
+// hostOnlyServer serves a secret on the host's 127.0.0.1 only.
+func hostOnlyServer(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "host-loopback-secret") })}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// guestReachesHost lists which of the guest's ways to the host (QEMU's
+// 10.0.2.2, the default gateway, the guest's own uplink address, which
+// passt copies from the host) reach a server on the host's 127.0.0.1.
+func guestReachesHost(t *testing.T, env []string, name string, port int) string {
+	t.Helper()
+	script := fmt.Sprintf(`gw=$(busybox ip route | awk '/^default/ {print $3}')
+self=$(busybox ip -4 -o addr show dev eth0 | awk '{print $4}' | cut -d/ -f1)
+for a in $(printf "%%s\\n" 10.0.2.2 $gw $self | sort -u); do
+  if timeout 5 bash -c 'exec 3<>/dev/tcp/'$a'/%d && printf "GET / HTTP/1.0\r\n\r\n" >&3 && cat <&3' 2>/dev/null | grep -q host-loopback-secret; then echo "reached via $a"; fi
+done; true`, port)
+	return strings.TrimSpace(must(t, env, "exec", name, "--", "bash", "-c", script))
+}
+
 func TestPortForwards(t *testing.T) {
 	env := testHome(t)
 	h1, h2, h3 := freePort(t), freePort(t), freePort(t)
 	must(t, env, "create", "--name", "pf", "--memory", "512", "--port", fmt.Sprintf("%d:8080", h1))
+
+	// By default the guest reaches the world (here: its nameserver) but
+	// not the host's loopback.
+	if got := guestReachesHost(t, env, "pf", hostOnlyServer(t)); got != "" {
+		t.Errorf("a guest without --host-loopback reached a host-only service: %s", got)
+	}
+	if out := must(t, env, "exec", "pf", "--", "getent", "hosts", "deb.debian.org"); strings.TrimSpace(out) == "" {
+		t.Error("the guest cannot resolve names")
+	}
 	must(t, env, "exec", "pf", "--", "sh", "-c", startHTTPD)
 	if got := httpGet(t, h1); !strings.Contains(got, "served") {
 		t.Fatalf("forward: %q", got)
@@ -157,5 +192,19 @@ func TestAutoPorts(t *testing.T) {
 	log := must(t, env, "logs", "--owner", "ap")
 	if !strings.Contains(log, fmt.Sprintf("auto-ports: guest port %d listens", guest)) || !strings.Contains(log, fmt.Sprintf("auto-ports: guest port %d closed", guest)) {
 		t.Errorf("owner log:\n%s", log)
+	}
+}
+
+// --host-loopback opens the host's 127.0.0.1 to the guest at 10.0.2.2,
+// and only there.
+func TestHostLoopback(t *testing.T) {
+	env := testHome(t)
+	port := hostOnlyServer(t)
+	must(t, env, "create", "--name", "hl", "--memory", "384", "--host-loopback")
+	if got := guestReachesHost(t, env, "hl", port); got != "reached via 10.0.2.2" {
+		t.Errorf("with --host-loopback: %q, want reached via 10.0.2.2", got)
+	}
+	if out := must(t, env, "get", "--json", "hl"); !strings.Contains(out, `"host_loopback": true`) {
+		t.Errorf("get --json does not show host_loopback:\n%s", out)
 	}
 }

@@ -91,7 +91,12 @@ func BuildPlan(spec backend.Spec, kernel string) (*Plan, error) {
 
 // checkSpec refuses what the backend cannot do, before anything is made.
 // (Ports are forwarded by the owner over SSH on every backend.)
-func checkSpec(backend.Spec) error { return nil }
+func checkSpec(spec backend.Spec) error {
+	if spec.HostLoopback {
+		return errors.New("--host-loopback is not available on apple_virt: Virtualization.framework's NAT never routes a guest to the Mac's 127.0.0.1; listen on another address, or forward the guest's ports to the host instead")
+	}
+	return nil
+}
 
 // KernelFormat is what a kernel file holds.
 type KernelFormat int

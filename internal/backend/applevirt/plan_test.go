@@ -107,3 +107,15 @@ func TestVersionAndHints(t *testing.T) {
 		t.Fatal(r)
 	}
 }
+
+// VZ's NAT has no route to the Mac's loopback: --host-loopback is refused
+// with the reason, everything else passes.
+func TestCheckSpecHostLoopback(t *testing.T) {
+	if err := checkSpec(backend.Spec{}); err != nil {
+		t.Fatalf("plain spec: %v", err)
+	}
+	err := checkSpec(backend.Spec{HostLoopback: true})
+	if err == nil || !strings.Contains(err.Error(), "--host-loopback is not available on apple_virt") {
+		t.Fatalf("--host-loopback: %v", err)
+	}
+}

@@ -77,8 +77,18 @@ func (b Backend) Start(ctx context.Context, spec backend.Spec) (backend.Machine,
 		closeAll(guestIn, hostOut, hostIn, guestOut)
 		return nil, EntitlementHint(err)
 	}
-	m := &machine{vm: vm, console: &pipeConsole{r: hostIn, w: hostOut}, done: make(chan struct{}), events: make(chan backend.Event, 16), files: []*os.File{guestIn, hostOut, hostIn, guestOut}}
-	if err := vm.Start(); err != nil {
+	m := &machine{vm: vm, cfg: cfg, console: &pipeConsole{r: hostIn, w: hostOut}, done: make(chan struct{}), events: make(chan backend.Event, 16), files: []*os.File{guestIn, hostOut, hostIn, guestOut}}
+	if spec.RestoreFrom != "" {
+		// VZ leaves a restored VM paused, as Spec.RestoreFrom asks.
+		if err := saveRestoreSupported(cfg); err != nil {
+			m.close()
+			return nil, err
+		}
+		if err := vm.RestoreMachineStateFromURL(spec.RestoreFrom); err != nil {
+			m.close()
+			return nil, fmt.Errorf("restore the saved VM: %w", err)
+		}
+	} else if err := vm.Start(); err != nil {
 		m.close()
 		return nil, EntitlementHint(fmt.Errorf("start the VM: %w", err))
 	}
@@ -210,6 +220,7 @@ func configure(p *Plan, consoleIn, consoleOut *os.File) (*vz.VirtualMachineConfi
 
 type machine struct {
 	vm      *vz.VirtualMachine
+	cfg     *vz.VirtualMachineConfiguration
 	console *pipeConsole
 	files   []*os.File
 
@@ -265,6 +276,61 @@ func (m *machine) Resume(context.Context) error {
 		return errors.New("Virtualization.framework cannot resume this VM now")
 	}
 	return m.vm.Resume()
+}
+
+// saveRestoreSupported says whether VZ can save and restore this VM
+// (macOS 14 and newer, and a configuration it supports).
+func saveRestoreSupported(cfg *vz.VirtualMachineConfiguration) error {
+	ok, err := cfg.ValidateSaveRestoreSupport()
+	if err != nil {
+		return fmt.Errorf("suspending a VM needs macOS 14 or newer on apple_virt: %w", err)
+	}
+	if !ok {
+		return errors.New("Virtualization.framework cannot save this VM's configuration")
+	}
+	return nil
+}
+
+// Save pauses the VM and writes its state with VZ's own save (macOS 14+).
+func (m *machine) Save(ctx context.Context, path string) error {
+	if err := saveRestoreSupported(m.cfg); err != nil {
+		return err
+	}
+	if !m.vm.CanPause() {
+		return errors.New("Virtualization.framework cannot pause this VM now")
+	}
+	if err := m.vm.Pause(); err != nil {
+		return fmt.Errorf("pause the VM: %w", err)
+	}
+	fail := func(err error) error {
+		os.Remove(path)
+		if m.vm.CanResume() {
+			m.vm.Resume()
+		}
+		return err
+	}
+	if err := m.vm.SaveMachineStateToPath(path); err != nil {
+		return fail(fmt.Errorf("save the VM: %w", err))
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return fail(err)
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		return fail(err)
+	}
+	return nil
+}
+
+// Hypervisor is Virtualization.framework with the macOS version, which
+// is what a saved state is tied to.
+func (m *machine) Hypervisor() string {
+	v, err := unix.Sysctl("kern.osproductversion")
+	if err != nil {
+		v = "unknown"
+	}
+	return "Virtualization.framework on macOS " + v
 }
 
 func (m *machine) Console() io.ReadWriter { return m.console }

@@ -12,6 +12,8 @@ import (
 const (
 	consoleFD = 3
 	qmpFD     = 4
+	uplinkFD  = 5 // passt's end of the uplink, when the loopback is closed
+	restoreFD = 6 // the saved state to restore (Spec.RestoreFrom)
 )
 
 // binaryFor is the qemu-system binary for a guest architecture.
@@ -34,7 +36,10 @@ func binaryFor(arch string) (string, error) {
 //
 // The console and QMP are sockets heyvm already holds (fd=), so no socket
 // file exists, nothing races to connect, and no early output is lost.
-func buildArgs(spec backend.Spec, accel string, vfsSockets []string) []string {
+//
+// link is the host link when the guest's uplink is passt (see network.go);
+// nil means one QEMU user network, with the host's loopback at 10.0.2.2.
+func buildArgs(spec backend.Spec, accel string, vfsSockets []string, link *hostLink) []string {
 	var a []string
 	add := func(s ...string) { a = append(a, s...) }
 	mem := strconv.Itoa(spec.MemoryMiB) + "M"
@@ -57,7 +62,11 @@ func buildArgs(spec backend.Spec, accel string, vfsSockets []string) []string {
 		add("-accel", accel)
 	}
 	add("-cpu", cpu, "-smp", strconv.Itoa(spec.CPUs), "-m", mem)
-	add("-kernel", spec.Kernel, "-initrd", spec.Initrd, "-append", spec.Cmdline)
+	cmdline := spec.Cmdline
+	if link != nil {
+		cmdline += " " + link.cmdlineArg()
+	}
+	add("-kernel", spec.Kernel, "-initrd", spec.Initrd, "-append", cmdline)
 	// werror/rerror=stop: a host I/O error (a full disk) pauses the VM,
 	// which the owner reports and resumes, instead of handing the guest
 	// errors that its file system would remount read-only over.
@@ -65,12 +74,22 @@ func buildArgs(spec backend.Spec, accel string, vfsSockets []string) []string {
 	add("-device", "virtio-blk-pci,drive=disk0")
 	// Only SSH is forwarded here; --port forwards run in the owner, over
 	// SSH (internal/portfwd), the same on every backend.
-	add("-netdev", "user,id=net0,hostfwd=tcp:127.0.0.1:0-:22")
-	nic := "virtio-net-pci,netdev=net0,romfile="
-	if spec.MAC != "" {
-		nic += ",mac=" + spec.MAC
+	nic := func(netdev, mac string) string {
+		s := "virtio-net-pci,netdev=" + netdev + ",romfile="
+		if mac != "" {
+			s += ",mac=" + mac
+		}
+		return s
 	}
-	add("-device", nic)
+	if link == nil {
+		add("-netdev", "user,id=net0,hostfwd=tcp:127.0.0.1:0-:22")
+		add("-device", nic("net0", spec.MAC))
+	} else {
+		add("-netdev", fmt.Sprintf("socket,id=net0,fd=%d", uplinkFD))
+		add("-device", nic("net0", spec.MAC))
+		add("-netdev", link.netdevArg("net1"))
+		add("-device", nic("net1", link.GuestMAC))
+	}
 	add("-device", "virtio-rng-pci")
 	add("-chardev", fmt.Sprintf("socket,id=con0,fd=%d", consoleFD))
 	add("-device", "virtio-serial-pci,id=vser0")
@@ -82,6 +101,10 @@ func buildArgs(spec backend.Spec, accel string, vfsSockets []string) []string {
 	}
 	add("-chardev", fmt.Sprintf("socket,id=qmp,fd=%d", qmpFD))
 	add("-mon", "chardev=qmp,mode=control")
+	if spec.RestoreFrom != "" {
+		// Load the saved machine and stay paused (-S) until resumed.
+		add("-incoming", fmt.Sprintf("fd:%d", restoreFD), "-S")
+	}
 	return a
 }
 

@@ -49,6 +49,9 @@ func nativeDebianArch() string { return hostArch() }
 
 // Preflight checks what Start would need for the spec's shares.
 func (Backend) Preflight(spec backend.Spec) error {
+	if err := checkNetwork(spec); err != nil {
+		return err
+	}
 	if len(spec.Mounts) > 0 {
 		_, err := sharesUsable()
 		return err
@@ -108,7 +111,7 @@ func (Backend) Start(ctx context.Context, spec backend.Spec) (backend.Machine, e
 	}
 	fmt.Fprintf(logw, "qemu: accelerator %s (%s)\n", accel, why)
 
-	m := &machine{accel: accel, done: make(chan struct{}), events: make(chan backend.Event, 16)}
+	m := &machine{accel: accel, shares: len(spec.Mounts), done: make(chan struct{}), events: make(chan backend.Event, 16)}
 	ok := false
 	defer func() {
 		if !ok {
@@ -116,9 +119,24 @@ func (Backend) Start(ctx context.Context, spec backend.Spec) (backend.Machine, e
 		}
 	}()
 
+	if err := checkNetwork(spec); err != nil {
+		return nil, err
+	}
 	vfsSockets, err := m.startVirtiofsd(spec, logw)
 	if err != nil {
 		return nil, err
+	}
+	var link *hostLink
+	var uplink *os.File
+	if !spec.HostLoopback {
+		l, err := pickHostLink(hostIPv4Nets(), spec.MAC)
+		if err != nil {
+			return nil, err
+		}
+		link = &l
+		if uplink, err = m.startPasst(logw); err != nil {
+			return nil, err
+		}
 	}
 
 	conHost, conGuest, err := socketPair("console")
@@ -134,9 +152,21 @@ func (Backend) Start(ctx context.Context, spec backend.Spec) (backend.Machine, e
 	m.closers = append(m.closers, qmpHost)
 	m.console = conHost
 
-	args := buildArgs(spec, accel, vfsSockets)
+	args := buildArgs(spec, accel, vfsSockets, link)
 	cmd := exec.Command(bin, args...)
 	cmd.ExtraFiles = []*os.File{conGuest, qmpGuest} // fds 3 and 4
+	cmd.ExtraFiles = append(cmd.ExtraFiles, uplink) // fd 5 (nil: none)
+	if uplink != nil {
+		defer uplink.Close()
+	}
+	if spec.RestoreFrom != "" {
+		state, err := os.Open(spec.RestoreFrom)
+		if err != nil {
+			return nil, fmt.Errorf("saved state: %w", err)
+		}
+		defer state.Close()
+		cmd.ExtraFiles = append(cmd.ExtraFiles, state) // fd 6
+	}
 	// Pdeathsig: qemu dies with its owner, however the owner dies.
 	// Setpgid: a Ctrl-C on the owner's terminal is the owner's to handle.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
@@ -166,6 +196,13 @@ func (Backend) Start(ctx context.Context, spec backend.Spec) (backend.Machine, e
 	if err != nil {
 		<-m.done
 		return nil, m.startError(err)
+	}
+	if spec.RestoreFrom != "" {
+		if err := m.waitIncoming(ctx); err != nil {
+			m.Kill()
+			<-m.done
+			return nil, m.startError(err)
+		}
 	}
 	usernet, err := m.qmp.hmp("info usernet")
 	if err != nil {
@@ -305,6 +342,40 @@ func (m *machine) startVirtiofsd(spec backend.Spec, logw io.Writer) ([]string, e
 	return socks, nil
 }
 
+// startPasst starts passt on one end of a socket pair and returns the
+// other end, for qemu's uplink NIC. passt ends when qemu closes its end;
+// cleanup kills it in case.
+func (m *machine) startPasst(logw io.Writer) (*os.File, error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("uplink socket: %w", err)
+	}
+	ours := os.NewFile(uintptr(fds[0]), "uplink-passt")
+	qemuEnd := os.NewFile(uintptr(fds[1]), "uplink-qemu")
+	cmd := exec.Command(PasstPath, passtArgs()...)
+	cmd.ExtraFiles = []*os.File{ours}
+	cmd.Stdout, cmd.Stderr = logw, logw
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	err = cmd.Start()
+	ours.Close()
+	if err != nil {
+		qemuEnd.Close()
+		return nil, fmt.Errorf("start passt (the guest's network): %w", err)
+	}
+	fmt.Fprintf(logw, "qemu: uplink: %s %s\n", PasstPath, strings.Join(passtArgs(), " "))
+	m.helpers = append(m.helpers, cmd)
+	go func() {
+		err := cmd.Wait()
+		m.mu.Lock()
+		ending := m.killed || m.cleaned
+		m.mu.Unlock()
+		if !ending {
+			fmt.Fprintf(logw, "qemu: passt, the guest's network, ended (%v); the guest is offline until the sandbox restarts\n", err)
+		}
+	}()
+	return qemuEnd, nil
+}
+
 func socketPair(what string) (host net.Conn, guest *os.File, err error) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -322,6 +393,7 @@ func socketPair(what string) (host net.Conn, guest *os.File, err error) {
 
 type machine struct {
 	accel   string
+	shares  int // virtio-fs devices: a machine with any cannot be saved
 	cmd     *exec.Cmd
 	qmp     *qmpClient
 	console net.Conn

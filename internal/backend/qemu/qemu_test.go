@@ -2,6 +2,7 @@ package qemu
 
 import (
 	"io"
+	"net"
 	"runtime"
 	"strings"
 	"testing"
@@ -71,7 +72,7 @@ func TestBuildArgs(t *testing.T) {
 	spec := backend.Spec{Name: "box", Arch: "amd64", CPUs: 2, MemoryMiB: 512, Kernel: "/k", Initrd: "/i", Cmdline: "console=hvc0",
 		Disk: "/d,odd", MAC: "02:00:00:00:00:01",
 		Mounts: []backend.Mount{{Tag: "ws", HostPath: "/h", GuestPath: "/workspace"}}}
-	a := strings.Join(buildArgs(spec, "tcg", []string{"/run/vfs0.sock"}), " ")
+	a := strings.Join(buildArgs(spec, "tcg", []string{"/run/vfs0.sock"}, nil), " ")
 	for _, want := range []string{
 		"-nodefaults", "-machine q35,memory-backend=mem", "-accel tcg,thread=multi", "-smp 2", "-m 512M",
 		"file=/d,,odd,", "hostfwd=tcp:127.0.0.1:0-:22", "romfile=",
@@ -85,9 +86,69 @@ func TestBuildArgs(t *testing.T) {
 	if strings.Contains(a, "0.0.0.0") {
 		t.Error("a port is bound on all interfaces")
 	}
-	arm := strings.Join(buildArgs(backend.Spec{Arch: "arm64", CPUs: 1, MemoryMiB: 256}, "tcg", nil), " ")
+	arm := strings.Join(buildArgs(backend.Spec{Arch: "arm64", CPUs: 1, MemoryMiB: 256}, "tcg", nil, nil), " ")
 	if !strings.Contains(arm, "-machine virt") {
 		t.Errorf("arm64 machine: %s", arm)
+	}
+}
+
+// The default network: passt on fd 5 as eth0, a restricted user network
+// carrying only SSH on a host link the guest finds by MAC.
+func TestBuildArgsClosedLoopback(t *testing.T) {
+	spec := backend.Spec{Arch: "amd64", CPUs: 1, MemoryMiB: 256, Cmdline: "console=hvc0", MAC: "02:00:00:00:00:10"}
+	link, err := pickHostLink(nil, spec.MAC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := strings.Join(buildArgs(spec, "tcg", nil, &link), " ")
+	for _, want := range []string{
+		"-netdev socket,id=net0,fd=5", "netdev=net0,romfile=,mac=02:00:00:00:00:10",
+		"user,id=net1,restrict=on,net=10.0.2.0/24,host=10.0.2.2,dhcpstart=10.0.2.15,hostfwd=tcp:127.0.0.1:0-:22",
+		"netdev=net1,romfile=,mac=02:00:00:00:00:11",
+		"console=hvc0 heyvm.hostlink=02:00:00:00:00:11,10.0.2.15/24 heyvm.dns=169.254.1.53",
+	} {
+		if !strings.Contains(a, want) {
+			t.Errorf("args lack %q:\n%s", want, a)
+		}
+	}
+	if strings.Count(a, "hostfwd") != 1 {
+		t.Errorf("want exactly one hostfwd (SSH):\n%s", a)
+	}
+}
+
+// The host link never shares a subnet with the host's own networks (the
+// guest gets those on its uplink from passt).
+func TestPickHostLink(t *testing.T) {
+	cidr := func(s string) *net.IPNet {
+		ip, n, err := net.ParseCIDR(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.IP = ip
+		return n
+	}
+	cases := []struct {
+		host []*net.IPNet
+		want string
+	}{
+		{nil, "10.0.2.0/24"},
+		{[]*net.IPNet{cidr("192.0.2.2/24")}, "10.0.2.0/24"},
+		{[]*net.IPNet{cidr("10.0.2.15/24")}, "192.168.127.0/24"}, // VirtualBox NAT
+		{[]*net.IPNet{cidr("10.0.0.5/8")}, "192.168.127.0/24"},   // a /8 covers it
+		{[]*net.IPNet{cidr("10.0.2.9/32"), cidr("192.168.127.4/24")}, "172.31.254.0/24"},
+	}
+	for _, c := range cases {
+		l, err := pickHostLink(c.host, "02:00:00:00:00:01")
+		if err != nil || l.Net.String() != c.want {
+			t.Errorf("host nets %v: got %v %v, want %s", c.host, l.Net, err, c.want)
+		}
+	}
+	all := []*net.IPNet{cidr("10.0.0.1/8"), cidr("192.168.0.1/16"), cidr("172.16.0.1/12")}
+	if _, err := pickHostLink(all, "02:00:00:00:00:01"); err == nil || !strings.Contains(err.Error(), "--host-loopback") {
+		t.Errorf("no free subnet: %v", err)
+	}
+	if hostLinkMAC("02:00:00:00:00:01") == "02:00:00:00:00:01" {
+		t.Error("the host link reuses the uplink's MAC")
 	}
 }
 

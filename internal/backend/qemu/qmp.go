@@ -16,6 +16,7 @@ type qmpClient struct {
 	mu      sync.Mutex // one command in flight
 	replies chan qmpMsg
 	events  chan qmpMsg
+	version string // "QEMU 7.2.19", from the greeting
 }
 
 type qmpMsg struct {
@@ -39,6 +40,15 @@ func newQMP(conn net.Conn) (*qmpClient, error) {
 	var g qmpMsg
 	if err := json.Unmarshal(greeting, &g); err != nil || g.QMP == nil {
 		return nil, fmt.Errorf("qmp: unexpected greeting %q", greeting)
+	}
+	var v struct {
+		Version struct {
+			QEMU struct{ Major, Minor, Micro int } `json:"qemu"`
+		} `json:"version"`
+	}
+	if json.Unmarshal(g.QMP, &v) == nil {
+		q := v.Version.QEMU
+		c.version = fmt.Sprintf("QEMU %d.%d.%d", q.Major, q.Minor, q.Micro)
 	}
 	go c.readLoop(r)
 	if _, err := c.execute("qmp_capabilities", nil); err != nil {
@@ -80,6 +90,16 @@ func (c *qmpClient) execute(cmd string, args any) (json.RawMessage, error) {
 	if _, err := c.conn.Write(append(b, '\n')); err != nil {
 		return nil, fmt.Errorf("qmp %s: %w", cmd, err)
 	}
+	return c.reply(cmd)
+}
+
+// awaitReply waits for the reply to a command sent some other way.
+func (c *qmpClient) awaitReply(cmd string) error {
+	_, err := c.reply(cmd)
+	return err
+}
+
+func (c *qmpClient) reply(cmd string) (json.RawMessage, error) {
 	m, ok := <-c.replies
 	if !ok {
 		return nil, errors.New("qmp: qemu closed the connection")

@@ -1,0 +1,130 @@
+package owner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/heyvm/heyvm/internal/fsutil"
+	"github.com/heyvm/heyvm/internal/sandbox"
+	"github.com/heyvm/heyvm/internal/sshclient"
+)
+
+// SuspendTimeout bounds saving a VM; a few hundred MB under load.
+const SuspendTimeout = 5 * time.Minute
+
+// Suspend saves the whole running VM into the sandbox directory and ends
+// the session; `heyvm start` resumes it where it was.
+//
+// Crash safety: the state is written to suspend.state.tmp, synced, and
+// renamed; suspend.json, the marker, comes last. An owner killed on the
+// way leaves at most a temp file, which the next start removes, and a
+// sandbox that says stopped, which it then is (qemu dies with its owner).
+func (s *Session) Suspend(ctx context.Context) (sandbox.SuspendInfo, error) {
+	files := s.sb.Files
+	s.mu.Lock()
+	busy := s.stopping || !s.ready || s.suspending
+	if !busy {
+		s.suspending = true
+	}
+	s.mu.Unlock()
+	if busy {
+		return sandbox.SuspendInfo{}, errors.New("it is starting, stopping or already being suspended")
+	}
+	clear := func() { s.mu.Lock(); s.suspending = false; s.mu.Unlock() }
+	if p := s.currentPause(); p != nil {
+		clear()
+		return sandbox.SuspendInfo{}, fmt.Errorf("it is paused (%s): resume it first", p.Reason)
+	}
+	start := time.Now()
+	// The guest's unwritten data goes to the disk first: should the saved
+	// state ever be discarded (start --cold), the disk is still whole.
+	sctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	if c, err := sshclient.Dial(sctx, s.target); err == nil {
+		sshclient.Exec(sctx, c, sshclient.ExecOptions{Command: "sync"})
+		c.Close()
+	}
+	cancel()
+	os.Remove(files.SuspendTemp())
+	if err := s.machine.Save(ctx, files.SuspendTemp()); err != nil {
+		clear()
+		return sandbox.SuspendInfo{}, err
+	}
+	if !s.beginStop() {
+		os.Remove(files.SuspendTemp())
+		return sandbox.SuspendInfo{}, errors.New("it was stopped meanwhile")
+	}
+	si := sandbox.SuspendInfo{
+		At: time.Now().UTC(), Hypervisor: s.machine.Hypervisor(), GuestIP: s.Info.GuestIP,
+		CPUs: s.sb.Config.CPUs, MemoryMiB: s.sb.Config.MemoryMiB, HostLoopback: s.sb.Config.HostLoopback,
+	}
+	err := func() error {
+		fi, err := os.Stat(files.SuspendTemp())
+		if err != nil {
+			return err
+		}
+		si.StateBytes = fi.Size()
+		if err := os.Rename(files.SuspendTemp(), files.SuspendState()); err != nil {
+			return err
+		}
+		if err := fsutil.SyncDir(files.Dir); err != nil {
+			return err
+		}
+		return sandbox.WriteSuspendInfo(files, si)
+	}()
+	s.machine.Kill()
+	<-s.machine.Done()
+	if err != nil {
+		sandbox.DiscardSuspend(files)
+		s.finish(sandbox.StopFailed, "suspend failed: "+err.Error())
+		return si, fmt.Errorf("the VM was saved but could not be recorded (%v); it is stopped", err)
+	}
+	s.finish(sandbox.StopSuspended, fmt.Sprintf("%d MB saved in %s", si.StateBytes>>20, time.Since(start).Round(time.Millisecond)))
+	return si, nil
+}
+
+// savedVM returns the saved VM a start should resume, nil for none. A
+// record it cannot use is an error that says how to go on.
+func savedVM(sb *sandbox.Sandbox) (*sandbox.SuspendInfo, error) {
+	files, cfg := sb.Files, sb.Config
+	os.Remove(files.SuspendTemp()) // a save that never finished
+	if _, err := os.Stat(files.SuspendInfo()); err != nil {
+		return nil, nil
+	}
+	si, err := sandbox.ReadSuspendInfo(files)
+	if err == nil && (si.CPUs != cfg.CPUs || si.MemoryMiB != cfg.MemoryMiB || si.HostLoopback != cfg.HostLoopback) {
+		err = fmt.Errorf("it was saved with %d CPUs and %d MiB, and its sandbox.yaml now asks for %d and %d", si.CPUs, si.MemoryMiB, cfg.CPUs, cfg.MemoryMiB)
+	}
+	if err != nil {
+		return nil, resumeError(cfg.Name, si, err)
+	}
+	return si, nil
+}
+
+// resumeError words a failed resume with the way out.
+func resumeError(name string, si *sandbox.SuspendInfo, err error) error {
+	by := ""
+	if si != nil && si.Hypervisor != "" {
+		by = " (saved by " + si.Hypervisor + ")"
+	}
+	return fmt.Errorf("cannot resume sandbox %s from its saved state%s: %v; `heyvm start --cold %s` boots its disk instead and discards the saved state", name, by, err, name)
+}
+
+// setGuestClock sets the guest's clock to the host's: a restored guest's
+// clock stands where it was when the VM was saved.
+func setGuestClock(ctx context.Context, t sshclient.Target) error {
+	c, err := sshclient.Dial(ctx, t)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	now := time.Now()
+	cmd := fmt.Sprintf("date -u -s @%d.%09d >/dev/null", now.Unix(), now.Nanosecond())
+	code, err := sshclient.Exec(ctx, c, sshclient.ExecOptions{Command: cmd})
+	if err == nil && code != 0 {
+		err = fmt.Errorf("date exited %d", code)
+	}
+	return err
+}
