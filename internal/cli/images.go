@@ -19,6 +19,7 @@ import (
 	"github.com/heyvm/heyvm/internal/imagebuild"
 	"github.com/heyvm/heyvm/internal/layout"
 	"github.com/heyvm/heyvm/internal/sandbox"
+	"github.com/heyvm/heyvm/internal/warm"
 )
 
 func newImagesCmd(ios IO) *cobra.Command {
@@ -67,7 +68,7 @@ func newImagesCmd(ios IO) *cobra.Command {
 	build.Flags().StringVar(&bo.Arch, "arch", "", "guest architecture: amd64 or arm64 (default: this host's)")
 	build.Flags().BoolVar(&bo.Force, "force", false, "rebuild even if the image exists")
 
-	cmd.AddCommand(list, inspect, rm, build, newAssembleCmd())
+	cmd.AddCommand(list, inspect, rm, build, newImagesWarmCmd(ios, &backendName), newAssembleCmd())
 	addTransferCommands(cmd, ios, &backendName)
 	requireSubcommand(cmd)
 	return cmd
@@ -199,6 +200,7 @@ func runImagesRm(ios IO, backendName, name string, force bool) error {
 		return err
 	}
 	os.Remove(st.Root.PushCache(st.Backend, image.Canonical(name)))
+	warm.DropImage(st.Root, st.Backend, image.Canonical(name))
 	fmt.Fprintf(ios.Out, "removed image %s\n", name)
 	return nil
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/heyvm/heyvm/internal/owner"
 	"github.com/heyvm/heyvm/internal/sandbox"
 	"github.com/heyvm/heyvm/internal/sshclient"
+	"github.com/heyvm/heyvm/internal/warm"
 )
 
 func addSandboxCommands(root *cobra.Command, ios IO) {
@@ -79,6 +80,8 @@ type CreateOptions struct {
 	AutoPorts   bool     // forward what the guest listens on
 	// HostLoopback opens the host's 127.0.0.1 to the guest (qemu only).
 	HostLoopback bool
+	// Cold boots from scratch even if the image has a ready snapshot.
+	Cold bool
 }
 
 // preflight asks the backend whether it can run what o asks for. Before
@@ -144,6 +147,7 @@ func addCreateFlags(cmd *cobra.Command, o *CreateOptions) {
 	cmd.Flags().IntVar(&o.CPUs, "cpus", 2, "virtual CPUs")
 	cmd.Flags().IntVar(&o.MemoryMiB, "memory", 1024, "memory in MiB")
 	cmd.Flags().BoolVar(&o.HostLoopback, "host-loopback", false, "let the guest reach services on the host's 127.0.0.1 (qemu: at 10.0.2.2); off by default")
+	cmd.Flags().BoolVar(&o.Cold, "cold", false, "boot from scratch even if the image has a ready snapshot")
 }
 
 func newCreateCmd(ios IO) *cobra.Command {
@@ -190,6 +194,7 @@ func RunCreate(ctx context.Context, ios IO, o *CreateOptions) (*sandbox.Sandbox,
 	if _, err := owner.Start(ctx, e.root, sb); err != nil {
 		return sb, fmt.Errorf("sandbox %s was created but did not start: %v; see `heyvm logs %s`, retry with `heyvm start %s`, or remove it with `heyvm rm %s`", sb.Config.Name, err, sb.Config.Name, sb.Config.Name, sb.Config.Name)
 	}
+	noteWarmth(ctx, ios, e, sb, o)
 	if o.PrintID {
 		fmt.Fprintln(ios.Out, sb.Config.ID)
 	} else {
@@ -197,6 +202,23 @@ func RunCreate(ctx context.Context, ios IO, o *CreateOptions) (*sandbox.Sandbox,
 		fmt.Fprintf(ios.ErrOut, "sandbox %s is running: `heyvm sh %s` for a shell, `heyvm exec %s -- CMD` to run a command\n", sb.Config.Name, sb.Config.Name, sb.Config.Name)
 	}
 	return sb, nil
+}
+
+// noteWarmth says how the sandbox started when it matters, and starts
+// making the ready snapshot its image lacks for this shape.
+func noteWarmth(ctx context.Context, ios IO, e env, sb *sandbox.Sandbox, o *CreateOptions) {
+	st, err := sandbox.ReadState(sb.Files)
+	if err != nil || st.Owner == nil {
+		return
+	}
+	switch {
+	case st.Owner.ColdWhy != "":
+		fmt.Fprintf(ios.ErrOut, "note: %s booted cold: %s\n", sb.Config.Name, st.Owner.ColdWhy)
+	case st.Owner.Boot == "cold" && !o.Cold && len(o.Mounts) == 0:
+		if im, err := (image.Store{Root: e.root, Backend: sb.Config.Backend}).Resolve(sb.Config.Image); err == nil {
+			warmInBackground(e, sb.Config.Backend, im, o)
+		}
+	}
 }
 
 // createSandbox validates the options, finds (or first builds) the image,
@@ -246,8 +268,18 @@ func createSandbox(ctx context.Context, ios IO, e env, o *CreateOptions) (*sandb
 		MAC: sandbox.NewMAC(), Workspace: o.Workspace, Autostart: o.Autostart, AutoPorts: o.AutoPorts,
 		HostLoopback: o.HostLoopback,
 	}
+	// A ready snapshot of this image and shape: clone its disk (the image
+	// plus what the boot wrote) and restore its VM at the first start.
+	// Shares are not in a snapshot's machine; such a sandbox boots cold.
+	disk := im.Rootfs()
+	var snap *warm.Snapshot
+	if !o.Cold && len(o.Mounts) == 0 {
+		if snap = warm.Find(e.root, b.Name(), im, warm.ShapeOf(cfg)); snap != nil {
+			disk, cfg.WarmFrom = snap.Rootfs(), snap.Files.Dir
+		}
+	}
 	sb, err := e.store.Create(ctx, cfg, func(rootfs string) error {
-		_, err := diskclone.Clone(im.Rootfs(), rootfs, diskSize)
+		_, err := diskclone.Clone(disk, rootfs, diskSize)
 		if err != nil {
 			return fmt.Errorf("clone the image disk: %w", err)
 		}

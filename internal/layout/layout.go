@@ -10,6 +10,8 @@
 //	├── images/<backend>/.build-*/                an image being built (never valid)
 //	├── images/<backend>/.pull-<digest>/          a pull or import in progress (resumable)
 //	├── cache/oci/<backend>/<name>.json           manifest of the last push, to skip recompressing
+//	├── cache/warm/<backend>/<image>/<shape>/     a ready snapshot (laid out as a sandbox directory:
+//	│                                             rootfs.img, suspend.state, suspend.json) + warm.json
 //	└── sandboxes/<id>/                           one sandbox
 //	    ├── sandbox.yaml                          what the user asked for
 //	    ├── rootfs.img                            copy-on-write clone of the image rootfs
@@ -105,6 +107,21 @@ func (r Root) KVMNoteShown() string { return filepath.Join(r.Dir, ".kvm-note-sho
 func (r Root) PushCache(backend, name string) string {
 	return filepath.Join(r.CacheDir(), "oci", backend, name+".json")
 }
+
+// WarmDir holds the ready snapshots of one image.
+func (r Root) WarmDir(backend, image string) string {
+	return filepath.Join(r.CacheDir(), "warm", backend, image)
+}
+
+// WarmSnapshot is one ready snapshot: a sandbox directory saved right
+// after boot (rootfs.img, suspend.state, suspend.json) plus warm.json.
+func (r Root) WarmSnapshot(backend, image, shape string) Sandbox {
+	return Sandbox{Dir: filepath.Join(r.WarmDir(backend, image), shape)}
+}
+
+// WarmMeta is a snapshot's record: which image digest it was made from.
+func (s Sandbox) WarmMeta() string { return filepath.Join(s.Dir, "warm.json") }
+
 func (r Root) SandboxStoreLock() string {
 	return filepath.Join(r.SandboxesDir(), ".store.lock")
 }

@@ -28,6 +28,7 @@ import (
 	"github.com/heyvm/heyvm/internal/portfwd"
 	"github.com/heyvm/heyvm/internal/sandbox"
 	"github.com/heyvm/heyvm/internal/sshclient"
+	"github.com/heyvm/heyvm/internal/warm"
 )
 
 // ErrAlreadyRunning means another owner holds the sandbox.
@@ -146,13 +147,34 @@ func Boot(ctx context.Context, o BootOptions) (*Session, error) {
 		return fail(err)
 	}
 	spec := Spec(cfg, im, files)
+	var snap *warm.Snapshot
+	var snapInfo *sandbox.SuspendInfo
+	coldWhy := ""
 	if saved != nil {
 		spec.RestoreFrom = files.SuspendState()
+	} else if snap, snapInfo, coldWhy = warmSnapshotFor(cfg); snap != nil {
+		spec.RestoreFrom = snap.State()
+	}
+	if cfg.WarmFrom != "" {
+		// A snapshot is for the first start only: later ones boot the disk.
+		if _, err := (sandbox.Store{Root: o.Root}).Update(ctx, cfg.ID, func(c *sandbox.Config) { c.WarmFrom = "" }); err != nil {
+			return fail(err)
+		}
 	}
 	mctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
 	started := time.Now()
 	m, err := b.Start(mctx, spec)
+	if err != nil && snap != nil {
+		// A snapshot the hypervisor cannot load (damaged, or made by
+		// another version) is dropped; this sandbox's disk, cloned from
+		// it, boots as it is.
+		coldWhy = fmt.Sprintf("its ready snapshot could not be restored (%v), so it was dropped", err)
+		fmt.Fprintf(logw, "owner: warning: %s; booting cold\n", coldWhy)
+		warm.Drop(snap.Files)
+		snap, spec.RestoreFrom = nil, ""
+		m, err = b.Start(mctx, spec)
+	}
 	if err != nil {
 		cancel()
 		if saved != nil {
@@ -185,6 +207,21 @@ func Boot(ctx context.Context, o BootOptions) (*Session, error) {
 		fmt.Fprintf(logw, "owner: restored the VM saved at %s, running after %s\n", saved.At.Format(time.RFC3339), time.Since(started).Round(time.Millisecond))
 		ip = saved.GuestIP
 		if key, err = sshclient.PinnedHostKey(files.KnownHosts()); err != nil {
+			return fail(err)
+		}
+	} else if snap != nil {
+		if err := m.Resume(bctx); err != nil {
+			return fail(fmt.Errorf("resume the restored VM: %w", err))
+		}
+		fmt.Fprintf(logw, "owner: the ready snapshot is loaded and running after %s\n", time.Since(started).Round(time.Millisecond))
+		grow := int64(cfg.DiskSizeMiB)<<20 > snap.DiskBytes()
+		ip = snapInfo.GuestIP
+		hostKey, err := adoptRestored(bctx, s.console, cfg.Name, grow)
+		if err != nil {
+			return fail(s.bootError(bctx, "giving the restored VM its identity", err))
+		}
+		fmt.Fprintf(logw, "owner: restored from the ready snapshot, with its own identity, after %s\n", time.Since(started).Round(time.Millisecond))
+		if key, err = sshclient.PinHostKey(files.KnownHosts(), cfg.ID, hostKey); err != nil {
 			return fail(err)
 		}
 	} else {
@@ -233,6 +270,13 @@ func Boot(ctx context.Context, o BootOptions) (*Session, error) {
 	s.Info = sandbox.OwnerInfo{
 		PID: os.Getpid(), GuestIP: ip, SSHHost: host, SSHPort: port,
 		StartedAt: started.UTC(), Accelerator: m.Accelerator(), Ports: s.ports.List(), Detached: o.Detached,
+		Boot: "cold", ColdWhy: coldWhy,
+	}
+	switch {
+	case saved != nil:
+		s.Info.Boot = "resumed"
+	case snap != nil:
+		s.Info.Boot = "warm"
 	}
 	if cfg.TTL > 0 {
 		t := started.Add(time.Duration(cfg.TTL)).UTC()
@@ -280,10 +324,19 @@ var inetRe = regexp.MustCompile(`inet (\d+\.\d+\.\d+\.\d+)/`)
 // provision runs the one console command that installs heyvm's key and
 // reports the guest's address and host key.
 func provision(ctx context.Context, d *console.Driver, pubLine string) (ip, hostKey string, err error) {
+	return runProvision(ctx, d, provisionScript(pubLine))
+}
+
+// provisionScript installs heyvm's key and prints the guest's address and
+// host key.
+func provisionScript(pubLine string) string {
 	q := sshclient.ShellQuote(pubLine)
-	script := "umask 077; mkdir -p /root/.ssh && touch /root/.ssh/authorized_keys && " +
+	return "umask 077; mkdir -p /root/.ssh && touch /root/.ssh/authorized_keys && " +
 		"{ grep -qxF " + q + " /root/.ssh/authorized_keys || echo " + q + " >>/root/.ssh/authorized_keys; } && " +
 		"echo \"IP $(busybox ip -4 -o addr show dev eth0)\" && echo \"HOSTKEY $(cat /etc/ssh/ssh_host_ed25519_key.pub)\""
+}
+
+func runProvision(ctx context.Context, d *console.Driver, script string) (ip, hostKey string, err error) {
 	out, status, err := d.Run(ctx, script)
 	if err != nil {
 		return "", "", err

@@ -40,6 +40,9 @@ type Config struct {
 	// Autostart marks a sandbox that `heyvm autostart run` (the boot-time
 	// unit) starts.
 	Autostart bool `yaml:"autostart,omitempty" json:"autostart"`
+	// WarmFrom is the ready snapshot the sandbox's first start restores
+	// (its disk was cloned from the snapshot's); cleared once tried.
+	WarmFrom string `yaml:"warm_from,omitempty" json:"warm_from,omitempty"`
 	// HostLoopback opens the host's 127.0.0.1 to the guest (qemu only).
 	HostLoopback bool `yaml:"host_loopback,omitempty" json:"host_loopback,omitempty"`
 	// AutoPorts forwards every TCP port the guest listens on.

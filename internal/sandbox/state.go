@@ -29,6 +29,11 @@ type OwnerInfo struct {
 	Paused *PauseInfo `json:"paused,omitempty"`
 	// BrokenShares lists shares whose server died under the running VM.
 	BrokenShares []string `json:"broken_shares,omitempty"`
+	// Boot says how this run began: "cold" (booted), "warm" (restored
+	// from a ready snapshot) or "resumed" (from stop --suspend);
+	// ColdWhy says why a sandbox made for a warm start booted cold.
+	Boot    string `json:"boot,omitempty"`
+	ColdWhy string `json:"cold_why,omitempty"`
 }
 
 // PauseInfo says why and since when a running sandbox's VM is paused.

@@ -45,6 +45,9 @@ func TestMain(m *testing.M) {
 			fmt.Println("integration: skipping:", skipWhy)
 			return m.Run()
 		}
+		// No ready snapshots made in the background behind a test's back
+		// (they would outlive it): the warm-start test turns it on.
+		os.Setenv("HEYVM_AUTO_WARM", "0")
 		dir, err := os.MkdirTemp("", "heyvm-it-")
 		if err != nil {
 			panic(err)

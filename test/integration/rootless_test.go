@@ -98,7 +98,7 @@ func (p *plainUser) cleanup() {
 // cmd is a command run as the user, with a clean environment.
 func (p *plainUser) cmd(ctx context.Context, dir string, argv ...string) *exec.Cmd {
 	c := exec.CommandContext(ctx, "runuser", append([]string{"-u", p.name, "--"}, argv...)...)
-	c.Env = []string{"HOME=/home/" + p.name, "USER=" + p.name, "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HEYO_HOME=" + p.home, "LC_ALL=C"}
+	c.Env = []string{"HOME=/home/" + p.name, "USER=" + p.name, "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HEYO_HOME=" + p.home, "LC_ALL=C", "HEYVM_AUTO_WARM=0"}
 	c.Dir = dir
 	return c
 }

@@ -1,0 +1,181 @@
+package owner
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/heyvm/heyvm/internal/console"
+	"github.com/heyvm/heyvm/internal/diskclone"
+	"github.com/heyvm/heyvm/internal/fsutil"
+	"github.com/heyvm/heyvm/internal/image"
+	"github.com/heyvm/heyvm/internal/layout"
+	"github.com/heyvm/heyvm/internal/sandbox"
+	"github.com/heyvm/heyvm/internal/sshclient"
+	"github.com/heyvm/heyvm/internal/warm"
+)
+
+// warmTemplateName is the hostname of the VM a snapshot is made of; every
+// sandbox restored from it gets its own at once.
+const warmTemplateName = "heyvm-warm"
+
+// MakeSnapshot boots the image with the shape, waits until its guest is
+// ready and heyvm's key is installed, and saves it as the image's ready
+// snapshot for that shape. One maker per image and shape runs at a time;
+// a later one finds the snapshot made and returns it.
+func MakeSnapshot(ctx context.Context, root layout.Root, backendName string, im *image.Image, shape warm.Shape, log io.Writer) (*warm.Snapshot, error) {
+	if err := layout.EnsureDir(root.WarmDir(backendName, im.Name)); err != nil {
+		return nil, err
+	}
+	lock, err := fsutil.LockContext(ctx, warm.LockPath(root, backendName, im.Name, shape))
+	if err != nil {
+		return nil, err
+	}
+	defer lock.Unlock()
+	if snap := warm.Find(root, backendName, im, shape); snap != nil {
+		return snap, nil
+	}
+	final := warm.Files(root, backendName, im, shape)
+	build := layout.Sandbox{Dir: filepath.Join(filepath.Dir(final.Dir), ".b-"+shape.Key())}
+	os.RemoveAll(build.Dir)
+	if err := os.Mkdir(build.Dir, 0o700); err != nil {
+		return nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			os.RemoveAll(build.Dir)
+		}
+	}()
+	if _, err := diskclone.Clone(im.Rootfs(), build.Rootfs(), 0); err != nil {
+		return nil, fmt.Errorf("clone the image disk: %w", err)
+	}
+	cfg := &sandbox.Config{
+		ID: "warm-" + shape.Key(), Name: warmTemplateName, Image: im.Name, Backend: backendName, Arch: shape.Arch,
+		CPUs: shape.CPUs, MemoryMiB: shape.MemoryMiB, DiskSizeMiB: int(im.Meta.RootfsSize >> 20),
+		MAC: "02:68:79:76:6d:01", HostLoopback: shape.HostLoopback,
+	}
+	s, err := Boot(ctx, BootOptions{Root: root, Sandbox: &sandbox.Sandbox{Config: cfg, Files: build}, Log: log})
+	if err != nil {
+		return nil, fmt.Errorf("boot the image to snapshot it: %w", err)
+	}
+	// sshd goes before the save: a restored VM gets a new host key first,
+	// and starting sshd then is quicker than restarting it.
+	if _, _, err := s.console.Run(ctx, "sync; kill $(cat /run/sshd.pid) && rm -f /run/sshd.pid"); err != nil {
+		s.Shutdown(sandbox.StopFailed)
+		return nil, fmt.Errorf("prepare the booted image for its snapshot: %w", err)
+	}
+	si, err := s.Suspend(ctx)
+	if err != nil {
+		s.Shutdown(sandbox.StopFailed)
+		return nil, fmt.Errorf("save the booted image: %w", err)
+	}
+	meta := warm.Meta{Image: im.Name, RootfsSHA256: im.Meta.SHA256[layout.ImageRootfs], Shape: shape, Hypervisor: si.Hypervisor, Created: time.Now().UTC()}
+	if err := warm.WriteMeta(build, meta); err != nil {
+		return nil, err
+	}
+	if err := warm.Drop(final); err != nil {
+		return nil, err
+	}
+	if err := os.Rename(build.Dir, final.Dir); err != nil {
+		return nil, err
+	}
+	ok = true
+	return &warm.Snapshot{Files: final, Meta: meta}, nil
+}
+
+// warmSnapshotFor returns the snapshot a sandbox's first start restores,
+// or nil with the reason it boots cold instead.
+func warmSnapshotFor(cfg *sandbox.Config) (*warm.Snapshot, *sandbox.SuspendInfo, string) {
+	if cfg.WarmFrom == "" {
+		return nil, nil, ""
+	}
+	files := layout.Sandbox{Dir: cfg.WarmFrom}
+	si, err := sandbox.ReadSuspendInfo(files)
+	if err != nil || si == nil {
+		return nil, nil, "its ready snapshot was removed after it was created"
+	}
+	return &warm.Snapshot{Files: files}, si, ""
+}
+
+// identityScript makes a VM restored from a ready snapshot this sandbox's
+// own, before anything reaches it: the kernel RNG mixed with host
+// randomness and reseeded (RNDRESEEDCRNG: the guest has no vmgenid), the
+// hostname, machine-id, a fresh SSH host key (made on the host), the
+// clock, sshd started (the snapshot was saved without it), the root file
+// system grown to the sandbox's disk, and a DHCP renewal. Every process
+// costs tens of milliseconds in an emulated guest, so one perl (in every
+// Debian root) does all the file work.
+func identityScript(name string, grow bool) (string, error) {
+	seed := make([]byte, 64)
+	rand.Read(seed)
+	id := make([]byte, 16)
+	rand.Read(id)
+	priv, pub, err := sshclient.NewHostKey("root@" + name)
+	if err != nil {
+		return "", err
+	}
+	b64 := base64.StdEncoding.EncodeToString
+	// Arguments: seed, name, machine-id, private key, public key (the
+	// binary ones base64).
+	perl := `use MIME::Base64;
+my ($seed, $name, $id, $priv, $pub) = @ARGV;
+sub put { my ($path, $data, $mode) = @_; open(my $f, ">", "$path.new") or die "$path: $!\n"; chmod($mode, "$path.new"); print $f $data; close($f) or die "$path: $!\n"; rename("$path.new", $path) or die "$path: $!\n"; }
+open(my $r, ">", "/dev/urandom") or die "urandom: $!\n"; syswrite($r, decode_base64($seed)); ioctl($r, 0x5207, 0) or die "RNDRESEEDCRNG: $!\n"; close($r);
+open(my $h, ">", "/proc/sys/kernel/hostname") or die "hostname: $!\n"; print $h $name; close($h);
+put("/etc/hostname", "$name\n", 0644);
+open(my $in, "<", "/etc/hosts"); my @hosts = grep { !/^127\.0\.1\.1\s/ } <$in>; close($in);
+put("/etc/hosts", join("", @hosts) . "127.0.1.1 $name\n", 0644);
+put("/etc/machine-id", "$id\n", 0444);
+put("/etc/ssh/ssh_host_ed25519_key", decode_base64($priv), 0600);
+put("/etc/ssh/ssh_host_ed25519_key.pub", "$pub\n", 0644);
+for my $c (glob("/proc/[0-9]*/comm")) { open(my $f, "<", $c) or next; my $n = <$f>; close($f); if (defined $n && $n eq "udhcpc\n") { my ($p) = $c =~ m{/proc/(\d+)/}; kill("USR1", $p); } }`
+	// The clock first: the script is on its way for a few milliseconds
+	// only, while the rest of it takes most of a second under TCG.
+	now := time.Now()
+	cmds := []string{
+		fmt.Sprintf("date -u -s @%d.%09d >/dev/null", now.Unix(), now.Nanosecond()),
+		"perl -e " + sshclient.ShellQuote(perl) + " " + b64(seed) + " " + sshclient.ShellQuote(name) + " " + hex.EncodeToString(id) + " " + b64(priv) + " " + sshclient.ShellQuote(pub),
+		"for i in $(seq 40); do /usr/sbin/sshd -r 2>/dev/null && break; sleep 0.025; done",
+	}
+	if grow {
+		cmds = append(cmds, growCmd)
+	}
+	return strings.Join(cmds, " && "), nil
+}
+
+// growCmd grows the root file system to a disk made larger than the
+// snapshot's (the guest's boot does this on a cold start).
+const growCmd = `resize2fs "$(awk '$2 == "/" {print $1}' /proc/mounts | tail -n 1)" >/dev/null 2>&1`
+
+// adoptRestored runs the identity script over the console and reports the
+// guest's address and new host key, as provisioning does.
+// One console round trip: the identity, then the new host key read back
+// (proof it is in place). The address is the snapshot's: every restored
+// VM has the template's, on its own private networks.
+func adoptRestored(ctx context.Context, d *console.Driver, name string, grow bool) (hostKey string, err error) {
+	script, err := identityScript(name, grow)
+	if err != nil {
+		return "", err
+	}
+	out, status, err := d.Run(ctx, script+" && echo \"HOSTKEY $(cat /etc/ssh/ssh_host_ed25519_key.pub)\"")
+	if err != nil {
+		return "", err
+	}
+	if status != 0 {
+		return "", fmt.Errorf("giving the restored VM its identity failed (status %d): %s", status, strings.TrimSpace(out))
+	}
+	for _, l := range strings.Split(out, "\n") {
+		if k, ok := strings.CutPrefix(strings.TrimSpace(l), "HOSTKEY "); ok {
+			return k, nil
+		}
+	}
+	return "", fmt.Errorf("the restored VM did not report its new host key: %q", out)
+}

@@ -1,0 +1,141 @@
+// Package warm keeps ready snapshots: a VM saved right after its guest
+// came up, before anything sandbox-specific happened, and the disk as it
+// was at that moment. A sandbox created from one starts by restoring it
+// instead of booting.
+//
+// A snapshot is tied to the image's rootfs digest and to the machine
+// shape its saved state depends on (arch, CPUs, memory, network devices);
+// one made from another digest is dropped when found. One the hypervisor
+// can no longer load is dropped by the owner that tried.
+package warm
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/heyvm/heyvm/internal/fsutil"
+	"github.com/heyvm/heyvm/internal/image"
+	"github.com/heyvm/heyvm/internal/layout"
+	"github.com/heyvm/heyvm/internal/sandbox"
+)
+
+// Shape is what of a machine a saved state depends on.
+type Shape struct {
+	Arch         string `json:"arch"`
+	CPUs         int    `json:"cpus"`
+	MemoryMiB    int    `json:"memory_mib"`
+	HostLoopback bool   `json:"host_loopback,omitempty"`
+}
+
+// Key names the shape on disk.
+func (s Shape) Key() string {
+	net := "closed"
+	if s.HostLoopback {
+		net = "loopback"
+	}
+	return fmt.Sprintf("%s-%dcpu-%dm-%s", s.Arch, s.CPUs, s.MemoryMiB, net[:1])
+}
+
+// ShapeOf is the shape of a sandbox's machine.
+func ShapeOf(cfg *sandbox.Config) Shape {
+	return Shape{Arch: cfg.Arch, CPUs: cfg.CPUs, MemoryMiB: cfg.MemoryMiB, HostLoopback: cfg.HostLoopback}
+}
+
+// Meta is warm.json.
+type Meta struct {
+	Image        string    `json:"image"`
+	RootfsSHA256 string    `json:"rootfs_sha256"`
+	Shape        Shape     `json:"shape"`
+	Hypervisor   string    `json:"hypervisor"`
+	Created      time.Time `json:"created"`
+}
+
+// Snapshot is a ready snapshot on disk.
+type Snapshot struct {
+	Files layout.Sandbox
+	Meta  Meta
+}
+
+// State is the saved VM a sandbox restores.
+func (s *Snapshot) State() string { return s.Files.SuspendState() }
+
+// Rootfs is the disk a sandbox made from the snapshot clones.
+func (s *Snapshot) Rootfs() string { return s.Files.Rootfs() }
+
+// DiskBytes is the size of the snapshot's disk (0 if unreadable).
+func (s *Snapshot) DiskBytes() int64 {
+	fi, err := os.Stat(s.Rootfs())
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
+}
+
+// Files is where the snapshot of an image and shape lives.
+func Files(root layout.Root, backend string, im *image.Image, shape Shape) layout.Sandbox {
+	return root.WarmSnapshot(backend, im.Name, shape.Key())
+}
+
+// Find returns the image's ready snapshot for the shape, nil if there is
+// none. One made from another version of the image is removed.
+func Find(root layout.Root, backend string, im *image.Image, shape Shape) *Snapshot {
+	files := Files(root, backend, im, shape)
+	b, err := os.ReadFile(files.WarmMeta())
+	if err != nil {
+		return nil
+	}
+	var m Meta
+	if json.Unmarshal(b, &m) != nil || m.RootfsSHA256 != im.Meta.SHA256[layout.ImageRootfs] || m.Shape != shape {
+		Drop(files)
+		return nil
+	}
+	if si, err := sandbox.ReadSuspendInfo(files); err != nil || si == nil {
+		Drop(files)
+		return nil
+	}
+	return &Snapshot{Files: files, Meta: m}
+}
+
+// Drop removes a snapshot. It is renamed aside first, so a sandbox being
+// made from it at that moment either has it whole or does not find it.
+func Drop(files layout.Sandbox) error {
+	aside := filepath.Join(filepath.Dir(files.Dir), fmt.Sprintf(".drop-%s-%d", filepath.Base(files.Dir), time.Now().UnixNano()))
+	if err := os.Rename(files.Dir, aside); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		return err
+	}
+	return os.RemoveAll(aside)
+}
+
+// DropImage removes every snapshot of an image (it was rebuilt or removed).
+func DropImage(root layout.Root, backend, name string) error {
+	dir := root.WarmDir(backend, name)
+	aside := dir + fmt.Sprintf(".drop-%d", time.Now().UnixNano())
+	if err := os.Rename(dir, aside); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		return err
+	}
+	return os.RemoveAll(aside)
+}
+
+// WriteMeta records the snapshot (last: it is what Find looks for).
+func WriteMeta(files layout.Sandbox, m Meta) error {
+	b, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return err
+	}
+	return fsutil.WriteFileAtomic(files.WarmMeta(), append(b, '\n'), 0o600)
+}
+
+// LockPath serialises the making of one image's snapshot of one shape.
+func LockPath(root layout.Root, backend, name string, shape Shape) string {
+	return filepath.Join(root.WarmDir(backend, name), "."+shape.Key()+".lock")
+}

@@ -1,0 +1,161 @@
+package integration
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// bootOf says how a running sandbox began: cold, warm or resumed.
+func bootOf(t *testing.T, env []string, name string) (boot, coldWhy string) {
+	t.Helper()
+	var v struct {
+		Owner *struct {
+			Boot    string `json:"boot"`
+			ColdWhy string `json:"cold_why"`
+		} `json:"owner"`
+	}
+	if err := json.Unmarshal([]byte(must(t, env, "get", "--json", name)), &v); err != nil || v.Owner == nil {
+		t.Fatalf("get --json %s: %v %+v", name, err, v)
+	}
+	return v.Owner.Boot, v.Owner.ColdWhy
+}
+
+// identity is what must differ between two sandboxes restored from one
+// snapshot.
+type identity struct{ host, machineID, hostKey, random string }
+
+func identityOf(t *testing.T, env []string, name string) (identity, int64) {
+	t.Helper()
+	out := must(t, env, "exec", name, "--", "sh", "-c", "hostname; cat /etc/machine-id; cut -d' ' -f2 /etc/ssh/ssh_host_ed25519_key.pub; head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n'; echo; date +%s")
+	f := strings.Fields(out)
+	if len(f) != 5 {
+		t.Fatalf("identity of %s: %q", name, out)
+	}
+	clock, _ := strconv.ParseInt(f[4], 10, 64)
+	return identity{f[0], f[1], f[2], f[3]}, clock
+}
+
+// Ready snapshots: made on request or after a cold create, restored by
+// the next creates of that shape with identities of their own, and never
+// used once the image changed or when damaged.
+func TestWarmStart(t *testing.T) {
+	env := testHome(t)
+	home := homeOf(env)
+	snapDir := filepath.Join(home, "cache", "warm", "qemu", "debian:12", "amd64-2cpu-384m-c")
+
+	// Two sandboxes from one snapshot.
+	must(t, env, "images", "warm", "debian:12", "--memory", "384")
+	if _, err := os.Stat(filepath.Join(snapDir, "warm.json")); err != nil {
+		t.Fatalf("no snapshot after images warm: %v", err)
+	}
+	h := freePort(t)
+	must(t, env, "create", "--name", "wa", "--memory", "384", "--port", fmt.Sprintf("%d:8080", h))
+	must(t, env, "create", "--name", "wb", "--memory", "384")
+	for _, n := range []string{"wa", "wb"} {
+		if boot, why := bootOf(t, env, n); boot != "warm" {
+			t.Fatalf("%s: boot %q (%s), want warm", n, boot, why)
+		}
+	}
+	a, clockA := identityOf(t, env, "wa")
+	b, clockB := identityOf(t, env, "wb")
+	now := time.Now().Unix()
+	if a.host != "wa" || b.host != "wb" {
+		t.Errorf("hostnames: %q %q", a.host, b.host)
+	}
+	if a.machineID == b.machineID || a.hostKey == b.hostKey || a.random == b.random {
+		t.Errorf("restored sandboxes share an identity:\n%+v\n%+v", a, b)
+	}
+	for _, c := range []int64{clockA, clockB} {
+		if d := now - c; d < -2 || d > 2 {
+			t.Errorf("a restored guest's clock is %d s off the host's", d)
+		}
+	}
+	must(t, env, "exec", "wa", "--", "sh", "-c", "echo only-a > /root/mine")
+	if out, _, code := runIn(env, "", "exec", "wb", "--", "cat", "/root/mine"); code == 0 {
+		t.Errorf("a file written in one restored sandbox shows in the other: %q", out)
+	}
+	// The forward works on a restored sandbox.
+	must(t, env, "exec", "wa", "--", "sh", "-c", startHTTPD)
+	if got := httpGet(t, h); !strings.Contains(got, "served") {
+		t.Fatalf("forward on a warm sandbox: %q", got)
+	}
+	// The pinned host key is the new one: OpenSSH's config agrees.
+	if kh, _ := os.ReadFile(filepath.Join(get(t, env, "wa").Dir, "known_hosts")); !strings.Contains(string(kh), a.hostKey) {
+		t.Errorf("known_hosts does not pin the restored sandbox's new key")
+	}
+	// A later start of a warm-made sandbox boots its own disk.
+	must(t, env, "stop", "wb")
+	must(t, env, "start", "wb")
+	if boot, _ := bootOf(t, env, "wb"); boot != "cold" {
+		t.Errorf("second start of wb: %q, want cold", boot)
+	}
+	if got := strings.TrimSpace(must(t, env, "exec", "wb", "--", "hostname")); got != "wb" {
+		t.Errorf("wb after a cold start is %q", got)
+	}
+	must(t, env, "rm", "--force", "--yes", "wa")
+	must(t, env, "rm", "--force", "--yes", "wb")
+
+	// --cold ignores the snapshot.
+	must(t, env, "create", "--name", "wc", "--memory", "384", "--cold")
+	if boot, _ := bootOf(t, env, "wc"); boot != "cold" {
+		t.Errorf("create --cold: %q", boot)
+	}
+	must(t, env, "rm", "--force", "--yes", "wc")
+
+	// The image changed (its digest no longer matches): not used, dropped.
+	meta := filepath.Join(snapDir, "warm.json")
+	b0, _ := os.ReadFile(meta)
+	os.WriteFile(meta, []byte(strings.Replace(string(b0), `"rootfs_sha256": "`, `"rootfs_sha256": "0`, 1)), 0o600)
+	must(t, env, "create", "--name", "wd", "--memory", "384")
+	if boot, _ := bootOf(t, env, "wd"); boot != "cold" {
+		t.Errorf("a snapshot of another image version was used: %q", boot)
+	}
+	if _, err := os.Stat(snapDir); !os.IsNotExist(err) {
+		t.Errorf("the stale snapshot was kept")
+	}
+	must(t, env, "rm", "--force", "--yes", "wd")
+
+	// A damaged snapshot: a cold boot with a note, and the snapshot dropped.
+	must(t, env, "images", "warm", "debian:12", "--memory", "384")
+	fh, err := os.OpenFile(filepath.Join(snapDir, "suspend.state"), os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fh.WriteAt(make([]byte, 1<<20), 4096)
+	fh.Close()
+	_, errOut, code := runIn(env, "", "create", "--name", "we", "--memory", "384")
+	if code != 0 || !strings.Contains(errOut, "booted cold: its ready snapshot could not be restored") {
+		t.Fatalf("create from a damaged snapshot: exit %d, stderr %q", code, errOut)
+	}
+	must(t, env, "exec", "we", "--", "true")
+	if _, err := os.Stat(snapDir); !os.IsNotExist(err) {
+		t.Errorf("the damaged snapshot was kept")
+	}
+	must(t, env, "rm", "--force", "--yes", "we")
+
+	// With no snapshot, a create boots cold and makes one in the
+	// background for the next.
+	auto := append(append([]string(nil), env...), "HEYVM_AUTO_WARM=1")
+	must(t, auto, "create", "--name", "wf", "--memory", "384")
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		if _, err := os.Stat(filepath.Join(snapDir, "warm.json")); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			log, _ := os.ReadFile(filepath.Join(filepath.Dir(snapDir), "warm.log"))
+			t.Fatalf("no snapshot made in the background:\n%s", log)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	must(t, auto, "create", "--name", "wg", "--memory", "384")
+	if boot, why := bootOf(t, auto, "wg"); boot != "warm" {
+		t.Errorf("the create after a background snapshot: %q (%s)", boot, why)
+	}
+}
