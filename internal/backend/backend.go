@@ -5,6 +5,7 @@ package backend
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"runtime"
@@ -58,9 +59,16 @@ type Spec struct {
 	Log               io.Writer
 	// RestoreFrom is a state file written by Machine.Save: the machine
 	// is restored from it instead of booted, and Start returns it paused,
-	// for the caller to Resume. The rest of the spec must be as it was.
+	// for the caller to Resume. The rest of the spec must be as it was,
+	// except Mounts: shares the saved machine lacks are added to it (the
+	// guest still has to mount them), or Start fails with
+	// ErrRestoreUnsupported before anything runs.
 	RestoreFrom string
 }
+
+// ErrRestoreUnsupported: this backend cannot restore a saved machine with
+// what the spec asks for; boot it instead.
+var ErrRestoreUnsupported = errors.New("cannot restore a saved machine with these devices")
 
 // Machine is a running VM.
 type Machine interface {

@@ -87,7 +87,7 @@ func RunImagesWarm(ctx context.Context, ios IO, o *WarmOptions) error {
 // and shape that has no snapshot yet, so the next create of that shape
 // starts warm. It never fails the create: the worst case is another cold
 // boot next time.
-func warmInBackground(e env, backendName string, im *image.Image, o *CreateOptions) {
+func warmInBackground(e env, backendName string, im *image.Image, shape warm.Shape) {
 	if os.Getenv(EnvAutoWarm) == "0" {
 		return
 	}
@@ -104,8 +104,8 @@ func warmInBackground(e env, backendName string, im *image.Image, o *CreateOptio
 		return
 	}
 	defer logf.Close()
-	args := []string{"images", "warm", "--backend", backendName, im.Name, "--cpus", strconv.Itoa(o.CPUs), "--memory", strconv.Itoa(o.MemoryMiB)}
-	if o.HostLoopback {
+	args := []string{"images", "warm", "--backend", backendName, im.Name, "--cpus", strconv.Itoa(shape.CPUs), "--memory", strconv.Itoa(shape.MemoryMiB)}
+	if shape.HostLoopback {
 		args = append(args, "--host-loopback")
 	}
 	cmd := exec.Command(exe, args...)

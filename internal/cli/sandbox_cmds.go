@@ -194,7 +194,7 @@ func RunCreate(ctx context.Context, ios IO, o *CreateOptions) (*sandbox.Sandbox,
 	if _, err := owner.Start(ctx, e.root, sb); err != nil {
 		return sb, fmt.Errorf("sandbox %s was created but did not start: %v; see `heyvm logs %s`, retry with `heyvm start %s`, or remove it with `heyvm rm %s`", sb.Config.Name, err, sb.Config.Name, sb.Config.Name, sb.Config.Name)
 	}
-	noteWarmth(ctx, ios, e, sb, o)
+	noteWarmth(ios, e, sb, o.Cold)
 	if o.PrintID {
 		fmt.Fprintln(ios.Out, sb.Config.ID)
 	} else {
@@ -205,8 +205,9 @@ func RunCreate(ctx context.Context, ios IO, o *CreateOptions) (*sandbox.Sandbox,
 }
 
 // noteWarmth says how the sandbox started when it matters, and starts
-// making the ready snapshot its image lacks for this shape.
-func noteWarmth(ctx context.Context, ios IO, e env, sb *sandbox.Sandbox, o *CreateOptions) {
+// making the ready snapshot its image lacks for this shape (unless the
+// user asked for a cold boot).
+func noteWarmth(ios IO, e env, sb *sandbox.Sandbox, cold bool) {
 	st, err := sandbox.ReadState(sb.Files)
 	if err != nil || st.Owner == nil {
 		return
@@ -214,9 +215,9 @@ func noteWarmth(ctx context.Context, ios IO, e env, sb *sandbox.Sandbox, o *Crea
 	switch {
 	case st.Owner.ColdWhy != "":
 		fmt.Fprintf(ios.ErrOut, "note: %s booted cold: %s\n", sb.Config.Name, st.Owner.ColdWhy)
-	case st.Owner.Boot == "cold" && !o.Cold && len(o.Mounts) == 0:
+	case st.Owner.Boot == "cold" && !cold:
 		if im, err := (image.Store{Root: e.root, Backend: sb.Config.Backend}).Resolve(sb.Config.Image); err == nil {
-			warmInBackground(e, sb.Config.Backend, im, o)
+			warmInBackground(e, sb.Config.Backend, im, warm.ShapeOf(sb.Config))
 		}
 	}
 }
@@ -270,10 +271,10 @@ func createSandbox(ctx context.Context, ios IO, e env, o *CreateOptions) (*sandb
 	}
 	// A ready snapshot of this image and shape: clone its disk (the image
 	// plus what the boot wrote) and restore its VM at the first start.
-	// Shares are not in a snapshot's machine; such a sandbox boots cold.
+	// Shares are not in a snapshot's machine: the owner adds them.
 	disk := im.Rootfs()
 	var snap *warm.Snapshot
-	if !o.Cold && len(o.Mounts) == 0 {
+	if !o.Cold {
 		if snap = warm.Find(e.root, b.Name(), im, warm.ShapeOf(cfg)); snap != nil {
 			disk, cfg.WarmFrom = snap.Rootfs(), snap.Files.Dir
 		}

@@ -148,6 +148,7 @@ func RunWt(ctx context.Context, ios IO, o *WtOptions) error {
 		if _, err := owner.Start(ctx, e.root, sb); err != nil {
 			return fmt.Errorf("start %s: %w (see `heyvm logs %s`)", name, err, name)
 		}
+		noteWarmth(ios, e, sb, o.Create.Cold)
 		fmt.Fprintf(ios.Out, "%s is running with %s at %s: `heyvm sh %s` to get in, `heyvm stop %s` to stop it\n",
 			name, sb.Config.Workspace.Worktree, WorkspacePath, name, name)
 		return nil
@@ -159,6 +160,7 @@ func RunWt(ctx context.Context, ios IO, o *WtOptions) error {
 	defer stop()
 	var code int
 	err = RunForeground(ctx, bctx, e, sb, func(s *owner.Session) error {
+		noteWarmth(ios, e, sb, o.Create.Cold)
 		c, err := sshclient.Dial(ctx, s.Target())
 		if err != nil {
 			return err

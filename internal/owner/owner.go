@@ -165,6 +165,11 @@ func Boot(ctx context.Context, o BootOptions) (*Session, error) {
 	s.cancel = cancel
 	started := time.Now()
 	m, err := b.Start(mctx, spec)
+	if errors.Is(err, backend.ErrRestoreUnsupported) && snap != nil {
+		coldWhy = err.Error()
+		snap, spec.RestoreFrom = nil, ""
+		m, err = b.Start(mctx, spec)
+	}
 	if err != nil && snap != nil {
 		// A snapshot the hypervisor cannot load (damaged, or made by
 		// another version) is dropped; this sandbox's disk, cloned from
@@ -216,7 +221,7 @@ func Boot(ctx context.Context, o BootOptions) (*Session, error) {
 		fmt.Fprintf(logw, "owner: the ready snapshot is loaded and running after %s\n", time.Since(started).Round(time.Millisecond))
 		grow := int64(cfg.DiskSizeMiB)<<20 > snap.DiskBytes()
 		ip = snapInfo.GuestIP
-		hostKey, err := adoptRestored(bctx, s.console, cfg.Name, grow)
+		hostKey, err := adoptRestored(bctx, s.console, cfg.Name, grow, cfg.Mounts)
 		if err != nil {
 			return fail(s.bootError(bctx, "giving the restored VM its identity", err))
 		}

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/heyvm/heyvm/internal/backend"
 	"github.com/heyvm/heyvm/internal/console"
 	"github.com/heyvm/heyvm/internal/diskclone"
 	"github.com/heyvm/heyvm/internal/fsutil"
@@ -113,7 +114,7 @@ func warmSnapshotFor(cfg *sandbox.Config) (*warm.Snapshot, *sandbox.SuspendInfo,
 // system grown to the sandbox's disk, and a DHCP renewal. Every process
 // costs tens of milliseconds in an emulated guest, so one perl (in every
 // Debian root) does all the file work.
-func identityScript(name string, grow bool) (string, error) {
+func identityScript(name string, grow bool, mounts []backend.Mount) (string, error) {
 	seed := make([]byte, 64)
 	rand.Read(seed)
 	id := make([]byte, 16)
@@ -148,7 +149,26 @@ for my $c (glob("/proc/[0-9]*/comm")) { open(my $f, "<", $c) or next; my $n = <$
 	if grow {
 		cmds = append(cmds, growCmd)
 	}
+	if len(mounts) > 0 {
+		cmds = append(cmds, "{ modprobe virtiofs 2>/dev/null; true; }")
+	}
+	for _, m := range mounts {
+		cmds = append(cmds, mountCmd(m))
+	}
 	return strings.Join(cmds, " && "), nil
+}
+
+// mountCmd mounts a share hot-plugged into a restored VM. The device
+// shows up a moment after the guest resumes (PCIe hot-plug), so the mount
+// is retried for up to 10 s.
+func mountCmd(m backend.Mount) string {
+	q := sshclient.ShellQuote
+	opt := "rw"
+	if m.ReadOnly {
+		opt = "ro"
+	}
+	return fmt.Sprintf("mkdir -p %s && { for i in $(seq 400); do mount -t virtiofs -o %s %s %s 2>/dev/null && break; sleep 0.025; done; mountpoint -q %s || { echo 'share %s did not appear in the restored VM'; false; }; }",
+		q(m.GuestPath), opt, q(m.Tag), q(m.GuestPath), q(m.GuestPath), m.Tag)
 }
 
 // growCmd grows the root file system to a disk made larger than the
@@ -160,8 +180,8 @@ const growCmd = `resize2fs "$(awk '$2 == "/" {print $1}' /proc/mounts | tail -n 
 // One console round trip: the identity, then the new host key read back
 // (proof it is in place). The address is the snapshot's: every restored
 // VM has the template's, on its own private networks.
-func adoptRestored(ctx context.Context, d *console.Driver, name string, grow bool) (hostKey string, err error) {
-	script, err := identityScript(name, grow)
+func adoptRestored(ctx context.Context, d *console.Driver, name string, grow bool, mounts []backend.Mount) (hostKey string, err error) {
+	script, err := identityScript(name, grow, mounts)
 	if err != nil {
 		return "", err
 	}

@@ -55,7 +55,9 @@ func TestWarmStart(t *testing.T) {
 		t.Fatalf("no snapshot after images warm: %v", err)
 	}
 	h := freePort(t)
-	must(t, env, "create", "--name", "wa", "--memory", "384", "--port", fmt.Sprintf("%d:8080", h))
+	share := t.TempDir()
+	os.WriteFile(filepath.Join(share, "from-host"), []byte("hello\n"), 0o644)
+	must(t, env, "create", "--name", "wa", "--memory", "384", "--port", fmt.Sprintf("%d:8080", h), "--mount", share+":/mnt/share")
 	must(t, env, "create", "--name", "wb", "--memory", "384")
 	for _, n := range []string{"wa", "wb"} {
 		if boot, why := bootOf(t, env, n); boot != "warm" {
@@ -79,6 +81,13 @@ func TestWarmStart(t *testing.T) {
 	must(t, env, "exec", "wa", "--", "sh", "-c", "echo only-a > /root/mine")
 	if out, _, code := runIn(env, "", "exec", "wb", "--", "cat", "/root/mine"); code == 0 {
 		t.Errorf("a file written in one restored sandbox shows in the other: %q", out)
+	}
+	// The share, hot-plugged into the restored VM, works both ways.
+	if got := must(t, env, "exec", "wa", "--", "sh", "-c", "cat /mnt/share/from-host && echo back > /mnt/share/from-guest"); got != "hello\n" {
+		t.Errorf("share in a warm sandbox: %q", got)
+	}
+	if b, err := os.ReadFile(filepath.Join(share, "from-guest")); err != nil || string(b) != "back\n" {
+		t.Errorf("a file the warm guest wrote to its share: %q %v", b, err)
 	}
 	// The forward works on a restored sandbox.
 	must(t, env, "exec", "wa", "--", "sh", "-c", startHTTPD)

@@ -77,9 +77,13 @@ func (b Backend) Start(ctx context.Context, spec backend.Spec) (backend.Machine,
 		closeAll(guestIn, hostOut, hostIn, guestOut)
 		return nil, EntitlementHint(err)
 	}
-	m := &machine{vm: vm, cfg: cfg, console: &pipeConsole{r: hostIn, w: hostOut}, done: make(chan struct{}), events: make(chan backend.Event, 16), files: []*os.File{guestIn, hostOut, hostIn, guestOut}}
+	m := &machine{vm: vm, cfg: cfg, shares: len(spec.Mounts), console: &pipeConsole{r: hostIn, w: hostOut}, done: make(chan struct{}), events: make(chan backend.Event, 16), files: []*os.File{guestIn, hostOut, hostIn, guestOut}}
 	if spec.RestoreFrom != "" {
 		// VZ leaves a restored VM paused, as Spec.RestoreFrom asks.
+		if len(spec.Mounts) > 0 {
+			m.close()
+			return nil, fmt.Errorf("%w: Virtualization.framework cannot add shared folders to a restored VM", backend.ErrRestoreUnsupported)
+		}
 		if err := saveRestoreSupported(cfg); err != nil {
 			m.close()
 			return nil, err
@@ -221,6 +225,7 @@ func configure(p *Plan, consoleIn, consoleOut *os.File) (*vz.VirtualMachineConfi
 type machine struct {
 	vm      *vz.VirtualMachine
 	cfg     *vz.VirtualMachineConfiguration
+	shares  int // shared folders: a VM with any is not saved
 	console *pipeConsole
 	files   []*os.File
 
@@ -293,6 +298,9 @@ func saveRestoreSupported(cfg *vz.VirtualMachineConfiguration) error {
 
 // Save pauses the VM and writes its state with VZ's own save (macOS 14+).
 func (m *machine) Save(ctx context.Context, path string) error {
+	if m.shares > 0 {
+		return errors.New("it has shared folders, which heyvm cannot give back to a restored VM on apple_virt; stop it instead")
+	}
 	if err := saveRestoreSupported(m.cfg); err != nil {
 		return err
 	}

@@ -16,6 +16,9 @@ const (
 	restoreFD = 6 // the saved state to restore (Spec.RestoreFrom)
 )
 
+// hotplugPorts is how many shares a restored machine can be given.
+const hotplugPorts = 4
+
 // binaryFor is the qemu-system binary for a guest architecture.
 func binaryFor(arch string) (string, error) {
 	switch arch {
@@ -94,7 +97,16 @@ func buildArgs(spec backend.Spec, accel string, vfsSockets []string, link *hostL
 	add("-chardev", fmt.Sprintf("socket,id=con0,fd=%d", consoleFD))
 	add("-device", "virtio-serial-pci,id=vser0")
 	add("-device", "virtconsole,chardev=con0")
+	// Spare PCIe root ports: shares are hot-plugged into them after a
+	// restore (a snapshot is made without shares). Every machine has them,
+	// so a snapshot and the sandboxes restored from it match.
+	for i := 0; i < hotplugPorts; i++ {
+		add("-device", fmt.Sprintf("pcie-root-port,id=hp%d,chassis=%d,bus=pcie.0", i, i+1))
+	}
 	for i, m := range spec.Mounts {
+		if spec.RestoreFrom != "" {
+			break // hot-plugged once the saved machine is loaded
+		}
 		id := fmt.Sprintf("vfs%d", i)
 		add("-chardev", "socket,id="+id+",path="+escapeComma(vfsSockets[i]))
 		add("-device", "vhost-user-fs-pci,chardev="+id+",tag="+m.Tag)

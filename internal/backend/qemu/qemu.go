@@ -122,6 +122,9 @@ func (Backend) Start(ctx context.Context, spec backend.Spec) (backend.Machine, e
 	if err := checkNetwork(spec); err != nil {
 		return nil, err
 	}
+	if spec.RestoreFrom != "" && len(spec.Mounts) > hotplugPorts {
+		return nil, fmt.Errorf("%w: %d shares, and a restored machine has room for %d", backend.ErrRestoreUnsupported, len(spec.Mounts), hotplugPorts)
+	}
 	vfsSockets, err := m.startVirtiofsd(spec, logw)
 	if err != nil {
 		return nil, err
@@ -202,6 +205,11 @@ func (Backend) Start(ctx context.Context, spec backend.Spec) (backend.Machine, e
 			m.Kill()
 			<-m.done
 			return nil, m.startError(err)
+		}
+		if err := m.plugShares(spec, vfsSockets); err != nil {
+			m.Kill()
+			<-m.done
+			return nil, err
 		}
 	}
 	usernet, err := m.qmp.hmp("info usernet")

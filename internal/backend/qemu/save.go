@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/heyvm/heyvm/internal/backend"
 )
 
 // Saving and restoring a whole machine is QEMU's migration to and from a
@@ -139,3 +141,22 @@ func (c *qmpClient) sendFD(cmd string, args any, f *os.File) error {
 }
 
 func (m *machine) Hypervisor() string { return m.qmp.version }
+
+// plugShares adds the spec's shares to a restored machine: each virtiofsd
+// socket as a chardev, and a vhost-user-fs device in a spare root port.
+// The guest sees them once it runs, and mounts them by tag.
+func (m *machine) plugShares(spec backend.Spec, sockets []string) error {
+	for i, mt := range spec.Mounts {
+		id := fmt.Sprintf("vfs%d", i)
+		chardev := map[string]any{"id": id, "backend": map[string]any{"type": "socket", "data": map[string]any{
+			"addr": map[string]any{"type": "unix", "data": map[string]string{"path": sockets[i]}}, "server": false}}}
+		if _, err := m.qmp.execute("chardev-add", chardev); err != nil {
+			return fmt.Errorf("add share %s to the restored VM: %w", mt.GuestPath, err)
+		}
+		dev := map[string]any{"driver": "vhost-user-fs-pci", "id": id + "dev", "chardev": id, "tag": mt.Tag, "bus": fmt.Sprintf("hp%d", i)}
+		if _, err := m.qmp.execute("device_add", dev); err != nil {
+			return fmt.Errorf("add share %s to the restored VM: %w", mt.GuestPath, err)
+		}
+	}
+	return nil
+}
