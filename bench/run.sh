@@ -14,6 +14,7 @@ go build -o "$work/heyvm" ./cmd/heyvm
 go build -o "$work/clonetime" ./bench/clonetime
 heyvm="$work/heyvm"
 export HEYO_HOME=${HEYO_HOME:-$HOME/.heyo}
+export HEYVM_AUTO_WARM=0 # the boot row is a cold boot; bench/warm.sh measures warm ones
 now() { date +%s.%N; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
@@ -54,7 +55,7 @@ for i in $(seq "$runs"); do
 	rm -f "$work/bare.img"
 
 	t0=$(now)
-	"$heyvm" create --name "bench-$i" --memory 1024 --cpus 2 >/dev/null 2>&1
+	"$heyvm" create --cold --name "bench-$i" --memory 1024 --cpus 2 >/dev/null 2>&1
 	"$heyvm" exec "bench-$i" -- true
 	t1=$(now)
 	ours+=("$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')")

@@ -62,3 +62,30 @@ func TestSavedVM(t *testing.T) {
 		t.Fatalf("shape changed: %v", err)
 	}
 }
+
+// The identity step is one line for the console, gives each call fresh
+// secrets, and mounts hot-plugged shares with a retry.
+func TestIdentityScript(t *testing.T) {
+	a, err := identityScript("box", false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := identityScript("box", true, []backend.Mount{{Tag: "m0", GuestPath: "/work space", ReadOnly: true}})
+	if strings.Contains(a, "\n") {
+		t.Error("the script spans lines")
+	}
+	if a == b {
+		t.Error("two identities are the same")
+	}
+	for _, want := range []string{"date -u -s @", "0x5207", "/proc/sys/kernel/hostname", "ssh_host_ed25519_key", "sshd -r", " box "} {
+		if !strings.Contains(a, want) {
+			t.Errorf("script lacks %q", want)
+		}
+	}
+	if strings.Contains(a, "resize2fs") || !strings.Contains(b, "resize2fs") {
+		t.Error("resize2fs should run only when the disk grew")
+	}
+	if !strings.Contains(b, "mount -t virtiofs -o ro m0 '/work space'") || !strings.Contains(b, "modprobe virtiofs") {
+		t.Errorf("share mount missing:\n%s", b)
+	}
+}

@@ -143,7 +143,7 @@ for my $c (glob("/proc/[0-9]*/comm")) { open(my $f, "<", $c) or next; my $n = <$
 	now := time.Now()
 	cmds := []string{
 		fmt.Sprintf("date -u -s @%d.%09d >/dev/null", now.Unix(), now.Nanosecond()),
-		"perl -e " + sshclient.ShellQuote(perl) + " " + b64(seed) + " " + sshclient.ShellQuote(name) + " " + hex.EncodeToString(id) + " " + b64(priv) + " " + sshclient.ShellQuote(pub),
+		"perl -e " + sshclient.ShellQuote(strings.ReplaceAll(perl, "\n", " ")) + " " + b64(seed) + " " + sshclient.ShellQuote(name) + " " + hex.EncodeToString(id) + " " + b64(priv) + " " + sshclient.ShellQuote(pub),
 		"for i in $(seq 40); do /usr/sbin/sshd -r 2>/dev/null && break; sleep 0.025; done",
 	}
 	if grow {
