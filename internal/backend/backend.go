@@ -41,9 +41,12 @@ type Spec struct {
 	Kernel    string
 	Initrd    string
 	Cmdline   string
-	Disk      string // the sandbox's own rootfs.img
-	Mounts    []Mount
-	MAC       string // stable per sandbox
+	Disk      string // the sandbox's own disk
+	// DiskFormat is "raw" (the default) or "qcow2" (qemu only: an overlay
+	// whose read-only backing layers sit beside it).
+	DiskFormat string
+	Mounts     []Mount
+	MAC        string // stable per sandbox
 	// HostLoopback lets the guest reach services that listen only on the
 	// host's 127.0.0.1. Off, the guest reaches the outside world but not
 	// the host's loopback, as under apple_virt's NAT.

@@ -194,7 +194,7 @@ func runImagesRm(ios IO, backendName, name string, force bool) error {
 		return err
 	}
 	if len(users) > 0 && !force {
-		return fmt.Errorf("image %q is used by sandbox(es) %s: remove them first, or pass --force (their disks are independent copies and keep working)", name, strings.Join(users, ", "))
+		return fmt.Errorf("image %q is used by sandbox(es) %s: remove them first, or pass --force (their disks hold their own links to its files and keep working)", name, strings.Join(users, ", "))
 	}
 	if err := st.Remove(name); err != nil {
 		return err

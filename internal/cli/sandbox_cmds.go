@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -15,7 +16,6 @@ import (
 
 	"github.com/heyvm/heyvm/internal/backend"
 	"github.com/heyvm/heyvm/internal/backend/qemu"
-	"github.com/heyvm/heyvm/internal/diskclone"
 	"github.com/heyvm/heyvm/internal/hostinfo"
 	"github.com/heyvm/heyvm/internal/image"
 	"github.com/heyvm/heyvm/internal/layout"
@@ -269,21 +269,22 @@ func createSandbox(ctx context.Context, ios IO, e env, o *CreateOptions) (*sandb
 		MAC: sandbox.NewMAC(), Workspace: o.Workspace, Autostart: o.Autostart, AutoPorts: o.AutoPorts,
 		HostLoopback: o.HostLoopback,
 	}
-	// A ready snapshot of this image and shape: clone its disk (the image
-	// plus what the boot wrote) and restore its VM at the first start.
-	// Shares are not in a snapshot's machine: the owner adds them.
-	disk := im.Rootfs()
+	// A ready snapshot of this image and shape: the sandbox's disk is
+	// layered on the snapshot's (the image plus what its boot wrote), and
+	// its first start restores the snapshot's VM. Shares are not in a
+	// snapshot's machine: the owner adds them.
 	var snap *warm.Snapshot
 	if !o.Cold {
 		if snap = warm.Find(e.root, b.Name(), im, warm.ShapeOf(cfg)); snap != nil {
-			disk, cfg.WarmFrom = snap.Rootfs(), snap.Files.Dir
+			cfg.WarmFrom = snap.Files.Dir
 		}
 	}
 	sb, err := e.store.Create(ctx, cfg, func(rootfs string) error {
-		_, err := diskclone.Clone(disk, rootfs, diskSize)
+		format, err := owner.MakeDisk(ctx, b.Name(), filepath.Dir(rootfs), im, snap, diskSize)
 		if err != nil {
-			return fmt.Errorf("clone the image disk: %w", err)
+			return fmt.Errorf("make the sandbox disk: %w", err)
 		}
+		cfg.DiskFormat = format
 		return nil
 	})
 	if err == nil && o.Autostart {

@@ -14,7 +14,10 @@
 //	│                                             rootfs.img, suspend.state, suspend.json) + warm.json
 //	└── sandboxes/<id>/                           one sandbox
 //	    ├── sandbox.yaml                          what the user asked for
-//	    ├── rootfs.img                            copy-on-write clone of the image rootfs
+//	    ├── rootfs.img                            copy-on-write clone of the image rootfs (apple_virt)
+//	    ├── base.img, [warm.qcow2,] rootfs.qcow2  qemu: the disk as a chain, image (hard link) <- ready
+//	    │                                         snapshot's overlay (link) <- the sandbox's own overlay
+//	    ├── vmlinuz, initrd, image.yaml           links of the image's: what the disk's modules match
 //	    ├── known_hosts                           the guest host key, pinned
 //	    ├── owner.lock                            flock held by the owner for its whole life
 //	    ├── owner.json                            present only while the owner runs and SSH is ready
@@ -153,8 +156,24 @@ type Sandbox struct{ Dir string }
 // Sandbox returns the file set of sandbox id.
 func (r Root) Sandbox(id string) Sandbox { return Sandbox{Dir: filepath.Join(r.SandboxesDir(), id)} }
 
-func (s Sandbox) Config() string      { return filepath.Join(s.Dir, "sandbox.yaml") }
-func (s Sandbox) Rootfs() string      { return filepath.Join(s.Dir, "rootfs.img") }
+func (s Sandbox) Config() string { return filepath.Join(s.Dir, "sandbox.yaml") }
+func (s Sandbox) Rootfs() string { return filepath.Join(s.Dir, "rootfs.img") }
+
+// A qemu sandbox's disk is a copy-on-write chain (internal/diskclone):
+// Base, a hard link of the image's rootfs; WarmLayer, a link of the ready
+// snapshot's overlay when it was made from one; and Overlay, its own
+// qcow2, the only file its VM writes. Rootfs is a raw clone instead
+// (apple_virt, and sandboxes made before chains).
+func (s Sandbox) Overlay() string { return filepath.Join(s.Dir, OverlayName) }
+func (s Sandbox) Base() string    { return filepath.Join(s.Dir, BaseName) }
+
+// Names inside a sandbox directory of the chain's files.
+const (
+	BaseName      = "base.img"
+	WarmLayerName = "warm.qcow2"
+	OverlayName   = "rootfs.qcow2"
+)
+
 func (s Sandbox) KnownHosts() string  { return filepath.Join(s.Dir, "known_hosts") }
 func (s Sandbox) OwnerLock() string   { return filepath.Join(s.Dir, "owner.lock") }
 func (s Sandbox) StartLock() string   { return filepath.Join(s.Dir, "start.lock") }

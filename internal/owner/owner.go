@@ -113,7 +113,7 @@ func Boot(ctx context.Context, o BootOptions) (*Session, error) {
 	if err != nil {
 		return fail(err)
 	}
-	im, err := image.Store{Root: o.Root, Backend: cfg.Backend}.Resolve(cfg.Image)
+	im, err := sandboxImage(o.Root, cfg, files)
 	if err != nil {
 		return fail(fmt.Errorf("sandbox %s needs image %q: %w", cfg.Name, cfg.Image, err))
 	}
@@ -315,11 +315,13 @@ func Spec(cfg *sandbox.Config, im *image.Image, files layout.Sandbox) backend.Sp
 		}
 		cmdline += " heyvm.mounts=" + strings.Join(ms, ",")
 	}
+	disk, format := cfg.Disk(files)
 	return backend.Spec{
+		Disk: disk, DiskFormat: format,
 		Name: cfg.Name, Arch: im.Meta.Arch, CPUs: cfg.CPUs, MemoryMiB: cfg.MemoryMiB,
 		Kernel: im.Kernel(), Initrd: im.Initrd(), Cmdline: cmdline,
-		Disk: files.Rootfs(), Mounts: cfg.Mounts,
-		MAC: cfg.MAC, MachineIdentifier: files.MachineIdentifier(), RunDir: files.Dir,
+		Mounts: cfg.Mounts,
+		MAC:    cfg.MAC, MachineIdentifier: files.MachineIdentifier(), RunDir: files.Dir,
 		HostLoopback: cfg.HostLoopback, GuestHostLink: im.Meta.HasFeature(image.FeatureHostLink),
 	}
 }

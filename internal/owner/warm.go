@@ -14,7 +14,6 @@ import (
 
 	"github.com/heyvm/heyvm/internal/backend"
 	"github.com/heyvm/heyvm/internal/console"
-	"github.com/heyvm/heyvm/internal/diskclone"
 	"github.com/heyvm/heyvm/internal/fsutil"
 	"github.com/heyvm/heyvm/internal/image"
 	"github.com/heyvm/heyvm/internal/layout"
@@ -55,13 +54,14 @@ func MakeSnapshot(ctx context.Context, root layout.Root, backendName string, im 
 			os.RemoveAll(build.Dir)
 		}
 	}()
-	if _, err := diskclone.Clone(im.Rootfs(), build.Rootfs(), 0); err != nil {
-		return nil, fmt.Errorf("clone the image disk: %w", err)
+	format, err := MakeDisk(ctx, backendName, build.Dir, im, nil, im.Meta.RootfsSize)
+	if err != nil {
+		return nil, fmt.Errorf("make the snapshot's disk: %w", err)
 	}
 	cfg := &sandbox.Config{
 		ID: "warm-" + shape.Key(), Name: warmTemplateName, Image: im.Name, Backend: backendName, Arch: shape.Arch,
 		CPUs: shape.CPUs, MemoryMiB: shape.MemoryMiB, DiskSizeMiB: int(im.Meta.RootfsSize >> 20),
-		MAC: "02:68:79:76:6d:01", HostLoopback: shape.HostLoopback,
+		MAC: "02:68:79:76:6d:01", HostLoopback: shape.HostLoopback, DiskFormat: format,
 	}
 	s, err := Boot(ctx, BootOptions{Root: root, Sandbox: &sandbox.Sandbox{Config: cfg, Files: build}, Log: log})
 	if err != nil {
@@ -78,7 +78,8 @@ func MakeSnapshot(ctx context.Context, root layout.Root, backendName string, im 
 		s.Shutdown(sandbox.StopFailed)
 		return nil, fmt.Errorf("save the booted image: %w", err)
 	}
-	meta := warm.Meta{Image: im.Name, RootfsSHA256: im.Meta.SHA256[layout.ImageRootfs], Shape: shape, Hypervisor: si.Hypervisor, Created: time.Now().UTC()}
+	meta := warm.Meta{Image: im.Name, RootfsSHA256: im.Meta.SHA256[layout.ImageRootfs], Shape: shape, Hypervisor: si.Hypervisor, Created: time.Now().UTC(),
+		DiskFormat: format, DiskBytes: im.Meta.RootfsSize}
 	if err := warm.WriteMeta(build, meta); err != nil {
 		return nil, err
 	}
@@ -99,11 +100,15 @@ func warmSnapshotFor(cfg *sandbox.Config) (*warm.Snapshot, *sandbox.SuspendInfo,
 		return nil, nil, ""
 	}
 	files := layout.Sandbox{Dir: cfg.WarmFrom}
+	snap, err := warm.Load(files)
+	if err != nil {
+		return nil, nil, "its ready snapshot was removed after it was created"
+	}
 	si, err := sandbox.ReadSuspendInfo(files)
 	if err != nil || si == nil {
 		return nil, nil, "its ready snapshot was removed after it was created"
 	}
-	return &warm.Snapshot{Files: files}, si, ""
+	return snap, si, ""
 }
 
 // identityScript makes a VM restored from a ready snapshot this sandbox's

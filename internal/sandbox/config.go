@@ -17,6 +17,7 @@ import (
 
 	"github.com/heyvm/heyvm/internal/backend"
 	"github.com/heyvm/heyvm/internal/fsutil"
+	"github.com/heyvm/heyvm/internal/layout"
 )
 
 // Config is sandbox.yaml: what the user asked for. Only create (and wt
@@ -40,6 +41,9 @@ type Config struct {
 	// Autostart marks a sandbox that `heyvm autostart run` (the boot-time
 	// unit) starts.
 	Autostart bool `yaml:"autostart,omitempty" json:"autostart"`
+	// DiskFormat is how the disk is kept: "qcow2", a copy-on-write chain
+	// (rootfs.qcow2 on base.img); empty, a raw clone (rootfs.img).
+	DiskFormat string `yaml:"disk_format,omitempty" json:"disk_format,omitempty"`
 	// WarmFrom is the ready snapshot the sandbox's first start restores
 	// (its disk was cloned from the snapshot's); cleared once tried.
 	WarmFrom string `yaml:"warm_from,omitempty" json:"warm_from,omitempty"`
@@ -179,4 +183,12 @@ func unreadable(err error, path string) error {
 	}
 	dir := filepath.Dir(path)
 	return fmt.Errorf("cannot read %s (permission denied): a sandbox's files must belong to the user who runs heyvm; fix them with `chown -R $(id -u):$(id -g) %s` (as root), or remove the sandbox with `heyvm rm --force %s`", path, dir, filepath.Base(dir))
+}
+
+// Disk is the file the sandbox's VM writes, and its format.
+func (c *Config) Disk(files layout.Sandbox) (path, format string) {
+	if c.DiskFormat == "qcow2" {
+		return files.Overlay(), "qcow2"
+	}
+	return files.Rootfs(), "raw"
 }

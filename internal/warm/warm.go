@@ -52,6 +52,10 @@ type Meta struct {
 	Shape        Shape     `json:"shape"`
 	Hypervisor   string    `json:"hypervisor"`
 	Created      time.Time `json:"created"`
+	// DiskFormat: "qcow2", the snapshot's disk is base.img (a link of the
+	// image) and rootfs.qcow2 (what the boot wrote); empty, rootfs.img.
+	DiskFormat string `json:"disk_format,omitempty"`
+	DiskBytes  int64  `json:"disk_bytes"` // the disk's virtual size
 }
 
 // Snapshot is a ready snapshot on disk.
@@ -63,17 +67,8 @@ type Snapshot struct {
 // State is the saved VM a sandbox restores.
 func (s *Snapshot) State() string { return s.Files.SuspendState() }
 
-// Rootfs is the disk a sandbox made from the snapshot clones.
-func (s *Snapshot) Rootfs() string { return s.Files.Rootfs() }
-
-// DiskBytes is the size of the snapshot's disk (0 if unreadable).
-func (s *Snapshot) DiskBytes() int64 {
-	fi, err := os.Stat(s.Rootfs())
-	if err != nil {
-		return 0
-	}
-	return fi.Size()
-}
+// DiskBytes is the virtual size of the snapshot's disk.
+func (s *Snapshot) DiskBytes() int64 { return s.Meta.DiskBytes }
 
 // Files is where the snapshot of an image and shape lives.
 func Files(root layout.Root, backend string, im *image.Image, shape Shape) layout.Sandbox {
@@ -84,20 +79,35 @@ func Files(root layout.Root, backend string, im *image.Image, shape Shape) layou
 // none. One made from another version of the image is removed.
 func Find(root layout.Root, backend string, im *image.Image, shape Shape) *Snapshot {
 	files := Files(root, backend, im, shape)
+	if _, err := os.Stat(files.WarmMeta()); err != nil {
+		return nil
+	}
+	snap, err := Load(files)
+	if err != nil || snap.Meta.RootfsSHA256 != im.Meta.SHA256[layout.ImageRootfs] || snap.Meta.Shape != shape {
+		Drop(files)
+		return nil
+	}
+	return snap
+}
+
+// Load reads the snapshot in files, if it is complete.
+func Load(files layout.Sandbox) (*Snapshot, error) {
 	b, err := os.ReadFile(files.WarmMeta())
 	if err != nil {
-		return nil
+		return nil, err
 	}
 	var m Meta
-	if json.Unmarshal(b, &m) != nil || m.RootfsSHA256 != im.Meta.SHA256[layout.ImageRootfs] || m.Shape != shape {
-		Drop(files)
-		return nil
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("%s: %w", files.WarmMeta(), err)
 	}
-	if si, err := sandbox.ReadSuspendInfo(files); err != nil || si == nil {
-		Drop(files)
-		return nil
+	si, err := sandbox.ReadSuspendInfo(files)
+	if err != nil {
+		return nil, err
 	}
-	return &Snapshot{Files: files, Meta: m}
+	if si == nil {
+		return nil, errors.New("the snapshot has no saved VM")
+	}
+	return &Snapshot{Files: files, Meta: m}, nil
 }
 
 // Drop removes a snapshot. It is renamed aside first, so a sandbox being

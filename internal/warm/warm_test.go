@@ -37,7 +37,7 @@ func fakeSnapshot(t *testing.T, root layout.Root, im *image.Image, shape Shape, 
 	if err := sandbox.WriteSuspendInfo(files, sandbox.SuspendInfo{StateBytes: 100, CPUs: shape.CPUs, MemoryMiB: shape.MemoryMiB}); err != nil {
 		t.Fatal(err)
 	}
-	if err := WriteMeta(files, Meta{Image: im.Name, RootfsSHA256: digest, Shape: shape}); err != nil {
+	if err := WriteMeta(files, Meta{Image: im.Name, RootfsSHA256: digest, Shape: shape, DiskBytes: 4 << 30}); err != nil {
 		t.Fatal(err)
 	}
 	return files
@@ -56,7 +56,7 @@ func TestFindChecksDigestAndCompleteness(t *testing.T) {
 	}
 	files := fakeSnapshot(t, root, im, shape, "aaa")
 	snap := Find(root, "qemu", im, shape)
-	if snap == nil || snap.Rootfs() != files.Rootfs() || snap.State() != files.SuspendState() || snap.DiskBytes() != 4 {
+	if snap == nil || snap.Files != files || snap.State() != files.SuspendState() || snap.DiskBytes() != 4<<30 {
 		t.Fatalf("complete snapshot: %+v", snap)
 	}
 	other := shape

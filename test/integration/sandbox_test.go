@@ -98,12 +98,12 @@ func TestLifecycle(t *testing.T) {
 		t.Fatalf("print-id: %q", id)
 	}
 	dir := filepath.Join(homeOf(env), "sandboxes", id)
-	for _, f := range []string{"sandbox.yaml", "rootfs.img", "owner.json", "owner.log", "console.log", "known_hosts"} {
+	for _, f := range []string{"sandbox.yaml", "base.img", "rootfs.qcow2", "owner.json", "owner.log", "console.log", "known_hosts"} {
 		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
 			t.Errorf("missing %s: %v", f, err)
 		}
 	}
-	for _, f := range []string{"sandbox.yaml", "known_hosts", "owner.json", "rootfs.img"} {
+	for _, f := range []string{"sandbox.yaml", "known_hosts", "owner.json", "rootfs.qcow2"} {
 		if fi, err := os.Stat(filepath.Join(dir, f)); err == nil && fi.Mode().Perm()&0o077 != 0 {
 			t.Errorf("%s is mode %v", f, fi.Mode())
 		}

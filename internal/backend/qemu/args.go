@@ -73,7 +73,11 @@ func buildArgs(spec backend.Spec, accel string, vfsSockets []string, link *hostL
 	// werror/rerror=stop: a host I/O error (a full disk) pauses the VM,
 	// which the owner reports and resumes, instead of handing the guest
 	// errors that its file system would remount read-only over.
-	add("-drive", "file="+escapeComma(spec.Disk)+",if=none,id=disk0,format=raw,cache=writeback,discard=unmap,werror=stop,rerror=stop")
+	format := spec.DiskFormat
+	if format == "" {
+		format = "raw"
+	}
+	add("-drive", "file="+escapeComma(spec.Disk)+",if=none,id=disk0,format="+format+",cache=writeback,discard=unmap,werror=stop,rerror=stop")
 	add("-device", "virtio-blk-pci,drive=disk0")
 	// Only SSH is forwarded here; --port forwards run in the owner, over
 	// SSH (internal/portfwd), the same on every backend.
