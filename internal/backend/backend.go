@@ -141,6 +141,10 @@ type Backend interface {
 	// Start boots a machine. The machine ends when ctx is cancelled or the
 	// process that started it dies.
 	Start(ctx context.Context, spec Spec) (Machine, error)
+	// HypervisorBuild identifies the hypervisor build that would run a
+	// guest of arch here, cheaply (no process is started): a saved
+	// machine state made by another build is not used. Empty if unknown.
+	HypervisorBuild(arch string) string
 }
 
 var registry = map[string]Backend{}

@@ -70,7 +70,7 @@ func RunImagesWarm(ctx context.Context, ios IO, o *WarmOptions) error {
 		return err
 	}
 	shape := warm.Shape{Arch: im.Meta.Arch, CPUs: o.CPUs, MemoryMiB: o.MemoryMiB, HostLoopback: o.HostLoopback}
-	if snap := warm.Find(e.root, b.Name(), im, shape); snap != nil {
+	if snap := warm.Find(e.root, b.Name(), b.HypervisorBuild(im.Meta.Arch), im, shape); snap != nil {
 		fmt.Fprintf(ios.Out, "image %s already has a ready snapshot for %s (made %s)\n", im.Name, shape.Key(), snap.Meta.Created.Local().Format(time.DateTime))
 		return nil
 	}

@@ -275,7 +275,7 @@ func createSandbox(ctx context.Context, ios IO, e env, o *CreateOptions) (*sandb
 	// snapshot's machine: the owner adds them.
 	var snap *warm.Snapshot
 	if !o.Cold {
-		if snap = warm.Find(e.root, b.Name(), im, warm.ShapeOf(cfg)); snap != nil {
+		if snap = warm.Find(e.root, b.Name(), b.HypervisorBuild(im.Meta.Arch), im, warm.ShapeOf(cfg)); snap != nil {
 			cfg.WarmFrom = snap.Files.Dir
 		}
 	}

@@ -39,7 +39,12 @@ func MakeSnapshot(ctx context.Context, root layout.Root, backendName string, im 
 		return nil, err
 	}
 	defer lock.Unlock()
-	if snap := warm.Find(root, backendName, im, shape); snap != nil {
+	b, err := backend.Get(backendName)
+	if err != nil {
+		return nil, err
+	}
+	hvBuild := b.HypervisorBuild(im.Meta.Arch)
+	if snap := warm.Find(root, backendName, hvBuild, im, shape); snap != nil {
 		return snap, nil
 	}
 	final := warm.Files(root, backendName, im, shape)
@@ -79,7 +84,7 @@ func MakeSnapshot(ctx context.Context, root layout.Root, backendName string, im 
 		return nil, fmt.Errorf("save the booted image: %w", err)
 	}
 	meta := warm.Meta{Image: im.Name, RootfsSHA256: im.Meta.SHA256[layout.ImageRootfs], Shape: shape, Hypervisor: si.Hypervisor, Created: time.Now().UTC(),
-		DiskFormat: format, DiskBytes: im.Meta.RootfsSize}
+		DiskFormat: format, DiskBytes: im.Meta.RootfsSize, HypervisorBuild: hvBuild}
 	if err := warm.WriteMeta(build, meta); err != nil {
 		return nil, err
 	}

@@ -47,11 +47,13 @@ func ShapeOf(cfg *sandbox.Config) Shape {
 
 // Meta is warm.json.
 type Meta struct {
-	Image        string    `json:"image"`
-	RootfsSHA256 string    `json:"rootfs_sha256"`
-	Shape        Shape     `json:"shape"`
-	Hypervisor   string    `json:"hypervisor"`
-	Created      time.Time `json:"created"`
+	Image        string `json:"image"`
+	RootfsSHA256 string `json:"rootfs_sha256"`
+	Shape        Shape  `json:"shape"`
+	Hypervisor   string `json:"hypervisor"`
+	// HypervisorBuild is backend.HypervisorBuild when it was made.
+	HypervisorBuild string    `json:"hypervisor_build"`
+	Created         time.Time `json:"created"`
 	// DiskFormat: "qcow2", the snapshot's disk is base.img (a link of the
 	// image) and rootfs.qcow2 (what the boot wrote); empty, rootfs.img.
 	DiskFormat string `json:"disk_format,omitempty"`
@@ -76,14 +78,15 @@ func Files(root layout.Root, backend string, im *image.Image, shape Shape) layou
 }
 
 // Find returns the image's ready snapshot for the shape, nil if there is
-// none. One made from another version of the image is removed.
-func Find(root layout.Root, backend string, im *image.Image, shape Shape) *Snapshot {
+// none. One made from another version of the image, or by another build
+// of the hypervisor (build, from backend.HypervisorBuild), is removed.
+func Find(root layout.Root, backend, build string, im *image.Image, shape Shape) *Snapshot {
 	files := Files(root, backend, im, shape)
 	if _, err := os.Stat(files.WarmMeta()); err != nil {
 		return nil
 	}
 	snap, err := Load(files)
-	if err != nil || snap.Meta.RootfsSHA256 != im.Meta.SHA256[layout.ImageRootfs] || snap.Meta.Shape != shape {
+	if err != nil || snap.Meta.RootfsSHA256 != im.Meta.SHA256[layout.ImageRootfs] || snap.Meta.Shape != shape || snap.Meta.HypervisorBuild != build {
 		Drop(files)
 		return nil
 	}

@@ -37,7 +37,7 @@ func fakeSnapshot(t *testing.T, root layout.Root, im *image.Image, shape Shape, 
 	if err := sandbox.WriteSuspendInfo(files, sandbox.SuspendInfo{StateBytes: 100, CPUs: shape.CPUs, MemoryMiB: shape.MemoryMiB}); err != nil {
 		t.Fatal(err)
 	}
-	if err := WriteMeta(files, Meta{Image: im.Name, RootfsSHA256: digest, Shape: shape, DiskBytes: 4 << 30}); err != nil {
+	if err := WriteMeta(files, Meta{Image: im.Name, RootfsSHA256: digest, Shape: shape, DiskBytes: 4 << 30, HypervisorBuild: "qemu 1"}); err != nil {
 		t.Fatal(err)
 	}
 	return files
@@ -51,23 +51,32 @@ func TestFindChecksDigestAndCompleteness(t *testing.T) {
 	im := &image.Image{Name: "debian:12", Meta: &image.Metadata{SHA256: map[string]string{layout.ImageRootfs: "aaa"}}}
 	shape := Shape{Arch: "amd64", CPUs: 2, MemoryMiB: 512}
 
-	if Find(root, "qemu", im, shape) != nil {
+	if Find(root, "qemu", "qemu 1", im, shape) != nil {
 		t.Fatal("found a snapshot in an empty home")
 	}
 	files := fakeSnapshot(t, root, im, shape, "aaa")
-	snap := Find(root, "qemu", im, shape)
+	snap := Find(root, "qemu", "qemu 1", im, shape)
 	if snap == nil || snap.Files != files || snap.State() != files.SuspendState() || snap.DiskBytes() != 4<<30 {
 		t.Fatalf("complete snapshot: %+v", snap)
 	}
 	other := shape
 	other.MemoryMiB = 1024
-	if Find(root, "qemu", im, other) != nil {
+	if Find(root, "qemu", "qemu 1", im, other) != nil {
 		t.Fatal("a snapshot served another shape")
 	}
 
+	// The hypervisor was upgraded.
+	if Find(root, "qemu", "qemu 2", im, shape) != nil {
+		t.Fatal("a snapshot of another hypervisor build was used")
+	}
+	if _, err := os.Stat(files.Dir); !os.IsNotExist(err) {
+		t.Fatal("the snapshot of another hypervisor build was kept")
+	}
+	files = fakeSnapshot(t, root, im, shape, "aaa")
+
 	// The image was rebuilt: its digest changed.
 	im.Meta.SHA256[layout.ImageRootfs] = "bbb"
-	if Find(root, "qemu", im, shape) != nil {
+	if Find(root, "qemu", "qemu 1", im, shape) != nil {
 		t.Fatal("a snapshot of another image version was used")
 	}
 	if _, err := os.Stat(files.Dir); !os.IsNotExist(err) {
@@ -77,7 +86,7 @@ func TestFindChecksDigestAndCompleteness(t *testing.T) {
 	// A state file cut short: not used, removed.
 	files = fakeSnapshot(t, root, im, shape, "bbb")
 	os.Truncate(files.SuspendState(), 10)
-	if Find(root, "qemu", im, shape) != nil {
+	if Find(root, "qemu", "qemu 1", im, shape) != nil {
 		t.Fatal("an incomplete snapshot was used")
 	}
 	if _, err := os.Stat(files.Dir); !os.IsNotExist(err) {

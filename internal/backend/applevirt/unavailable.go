@@ -28,6 +28,8 @@ func (u unavailable) Start(context.Context, backend.Spec) (backend.Machine, erro
 	return nil, u.Available()
 }
 
+func (unavailable) HypervisorBuild(string) string { return "" }
+
 func unavailableReason(goos, goarch string) string {
 	switch {
 	case goos != "darwin":

@@ -25,6 +25,15 @@ type Backend struct{}
 
 func (Backend) Name() string { return Name }
 
+// HypervisorBuild is the macOS build: Virtualization.framework comes with it.
+func (Backend) HypervisorBuild(string) string {
+	v, err := unix.Sysctl("kern.osversion")
+	if err != nil {
+		return ""
+	}
+	return "macOS " + v
+}
+
 func (Backend) Available() error {
 	v, err := unix.Sysctl("kern.osproductversion")
 	if err != nil {

@@ -21,3 +21,4 @@ func (u unavailable) Preflight(backend.Spec) error { return u.Available() }
 func (u unavailable) Start(context.Context, backend.Spec) (backend.Machine, error) {
 	return nil, u.Available()
 }
+func (unavailable) HypervisorBuild(string) string { return "" }

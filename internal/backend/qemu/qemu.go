@@ -47,6 +47,24 @@ func (Backend) Available() error {
 
 func nativeDebianArch() string { return hostArch() }
 
+// HypervisorBuild is the qemu-system binary for arch as a path, size and
+// modification time: an upgrade replaces the file.
+func (Backend) HypervisorBuild(arch string) string {
+	bin, err := binaryFor(arch)
+	if err != nil {
+		return ""
+	}
+	path, err := exec.LookPath(bin)
+	if err != nil {
+		return ""
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return ""
+	}
+	return fmt.Sprintf("%s %d %d", path, fi.Size(), fi.ModTime().UnixNano())
+}
+
 // Preflight checks what Start would need for the spec's shares.
 func (Backend) Preflight(spec backend.Spec) error {
 	if err := checkNetwork(spec); err != nil {
