@@ -81,7 +81,7 @@ func TestHumanFormats(t *testing.T) {
 
 func TestUnknownSubcommandFails(t *testing.T) {
 	t.Setenv(layout.EnvHome, t.TempDir())
-	for _, args := range [][]string{{"images", "warm"}, {"images", "lsit"}, {"images"}} {
+	for _, args := range [][]string{{"images", "frobnicate"}, {"images", "lsit"}, {"images"}} {
 		root := NewRoot(IO{In: strings.NewReader(""), Out: io.Discard, ErrOut: io.Discard})
 		root.SetArgs(args)
 		err := root.Execute()

@@ -87,7 +87,7 @@ func TestImagesPushPullRoundTrip(t *testing.T) {
 	fails(t, dst, "only for a registry on this machine", "images", "pull", "--insecure", "registry.example.com/x:1")
 	reg.Private("locked/")
 	fails(t, dst, "docker login", "images", "pull", "--insecure", reg.Host+"/locked/debian:12")
-	fails(t, dst, "unknown command \"warm\"", "images", "warm")
+	fails(t, dst, "unknown command \"frobnicate\"", "images", "frobnicate")
 }
 
 // manifestLayers reads the layer digests of the pushed amd64 manifest
