@@ -3,7 +3,6 @@ package owner
 import (
 	"context"
 	"crypto/rand"
-	"encoding/base64"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -117,13 +116,14 @@ func warmSnapshotFor(cfg *sandbox.Config) (*warm.Snapshot, *sandbox.SuspendInfo,
 }
 
 // identityScript makes a VM restored from a ready snapshot this sandbox's
-// own, before anything reaches it: the kernel RNG mixed with host
-// randomness and reseeded (RNDRESEEDCRNG: the guest has no vmgenid), the
-// hostname, machine-id, a fresh SSH host key (made on the host), the
-// clock, sshd started (the snapshot was saved without it), the root file
-// system grown to the sandbox's disk, and a DHCP renewal. Every process
-// costs tens of milliseconds in an emulated guest, so one perl (in every
-// Debian root) does all the file work.
+// own, before anything reaches it: the clock, the kernel RNG mixed with
+// host randomness and reseeded (RNDRESEEDCRNG: the guest has no vmgenid),
+// the hostname, machine-id, a fresh SSH host key (made on the host), sshd
+// started with it (the snapshot was saved without it), the root file
+// system grown to the sandbox's disk, and a DHCP renewal. It is one line
+// for the console's bash, and every process costs tens of milliseconds in
+// an emulated guest, so all but date, perl (for the ioctl) and sshd are
+// shell builtins.
 func identityScript(name string, grow bool, mounts []backend.Mount) (string, error) {
 	seed := make([]byte, 64)
 	rand.Read(seed)
@@ -133,28 +133,25 @@ func identityScript(name string, grow bool, mounts []backend.Mount) (string, err
 	if err != nil {
 		return "", err
 	}
-	b64 := base64.StdEncoding.EncodeToString
-	// Arguments: seed, name, machine-id, private key, public key (the
-	// binary ones base64).
-	perl := `use MIME::Base64;
-my ($seed, $name, $id, $priv, $pub) = @ARGV;
-sub put { my ($path, $data, $mode) = @_; open(my $f, ">", "$path.new") or die "$path: $!\n"; chmod($mode, "$path.new"); print $f $data; close($f) or die "$path: $!\n"; rename("$path.new", $path) or die "$path: $!\n"; }
-open(my $r, ">", "/dev/urandom") or die "urandom: $!\n"; syswrite($r, decode_base64($seed)); ioctl($r, 0x5207, 0) or die "RNDRESEEDCRNG: $!\n"; close($r);
-open(my $h, ">", "/proc/sys/kernel/hostname") or die "hostname: $!\n"; print $h $name; close($h);
-put("/etc/hostname", "$name\n", 0644);
-open(my $in, "<", "/etc/hosts"); my @hosts = grep { !/^127\.0\.1\.1\s/ } <$in>; close($in);
-put("/etc/hosts", join("", @hosts) . "127.0.1.1 $name\n", 0644);
-put("/etc/machine-id", "$id\n", 0444);
-put("/etc/ssh/ssh_host_ed25519_key", decode_base64($priv), 0600);
-put("/etc/ssh/ssh_host_ed25519_key.pub", "$pub\n", 0644);
-for my $c (glob("/proc/[0-9]*/comm")) { open(my $f, "<", $c) or next; my $n = <$f>; close($f); if (defined $n && $n eq "udhcpc\n") { my ($p) = $c =~ m{/proc/(\d+)/}; kill("USR1", $p); } }`
+	q := sshclient.ShellQuote
+	// The PEM text as printf's format: base64 and dashes only, with its
+	// line breaks written as \n.
+	pemFormat := strings.ReplaceAll(string(priv), "\n", `\n`)
 	// The clock first: the script is on its way for a few milliseconds
-	// only, while the rest of it takes most of a second under TCG.
+	// only, while the rest of it takes a good part of a second under TCG.
 	now := time.Now()
 	cmds := []string{
 		fmt.Sprintf("date -u -s @%d.%09d >/dev/null", now.Unix(), now.Nanosecond()),
-		"perl -e " + sshclient.ShellQuote(strings.ReplaceAll(perl, "\n", " ")) + " " + b64(seed) + " " + sshclient.ShellQuote(name) + " " + hex.EncodeToString(id) + " " + b64(priv) + " " + sshclient.ShellQuote(pub),
-		"for i in $(seq 40); do /usr/sbin/sshd -r 2>/dev/null && break; sleep 0.025; done",
+		"printf %s " + hex.EncodeToString(seed) + " >/dev/urandom",
+		`perl -e 'open(my $f, ">", "/dev/urandom") or die; ioctl($f, 0x5207, 0) or die "RNDRESEEDCRNG: $!\n"'`,
+		"printf %s " + q(name) + " >/proc/sys/kernel/hostname",
+		"printf '%s\\n' " + q(name) + " >/etc/hostname",
+		"printf '127.0.0.1 localhost\\n127.0.1.1 %s\\n::1 localhost ip6-localhost ip6-loopback\\n' " + q(name) + " >/etc/hosts",
+		"printf '%s\\n' " + hex.EncodeToString(id) + " >/etc/machine-id",
+		"umask 077", "printf -- '" + pemFormat + "' >/etc/ssh/ssh_host_ed25519_key", "umask 022",
+		"printf '%s\\n' " + q(pub) + " >/etc/ssh/ssh_host_ed25519_key.pub",
+		"for i in {1..40}; do /usr/sbin/sshd -r 2>/dev/null && break; sleep 0.025; done",
+		"for p in /proc/[0-9]*; do read -r c 2>/dev/null <$p/comm && [ \"$c\" = udhcpc ] && kill -USR1 ${p#/proc/}; done; true",
 	}
 	if grow {
 		cmds = append(cmds, growCmd)
@@ -177,7 +174,7 @@ func mountCmd(m backend.Mount) string {
 	if m.ReadOnly {
 		opt = "ro"
 	}
-	return fmt.Sprintf("mkdir -p %s && { for i in $(seq 400); do mount -t virtiofs -o %s %s %s 2>/dev/null && break; sleep 0.025; done; mountpoint -q %s || { echo 'share %s did not appear in the restored VM'; false; }; }",
+	return fmt.Sprintf("mkdir -p %s && { for i in {1..400}; do mount -t virtiofs -o %s %s %s 2>/dev/null && break; sleep 0.025; done; mountpoint -q %s || { echo 'share %s did not appear in the restored VM'; false; }; }",
 		q(m.GuestPath), opt, q(m.Tag), q(m.GuestPath), q(m.GuestPath), m.Tag)
 }
 
