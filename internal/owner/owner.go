@@ -221,7 +221,7 @@ func Boot(ctx context.Context, o BootOptions) (*Session, error) {
 		fmt.Fprintf(logw, "owner: the ready snapshot is loaded and running after %s\n", time.Since(started).Round(time.Millisecond))
 		grow := int64(cfg.DiskSizeMiB)<<20 > snap.DiskBytes()
 		ip = snapInfo.GuestIP
-		hostKey, err := adoptRestored(bctx, s.console, cfg.Name, grow, cfg.Mounts)
+		hostKey, err := adoptRestored(bctx, s.console, cfg.Name, pubLine, grow, cfg.Mounts)
 		if err != nil {
 			return fail(s.bootError(bctx, "giving the restored VM its identity", err))
 		}

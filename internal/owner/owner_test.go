@@ -66,18 +66,18 @@ func TestSavedVM(t *testing.T) {
 // The identity step is one line for the console, gives each call fresh
 // secrets, and mounts hot-plugged shares with a retry.
 func TestIdentityScript(t *testing.T) {
-	a, err := identityScript("box", false, nil)
+	a, err := identityScript("box", "ssh-ed25519 AAAA heyvm", false, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, _ := identityScript("box", true, []backend.Mount{{Tag: "m0", GuestPath: "/work space", ReadOnly: true}})
+	b, _ := identityScript("box", "ssh-ed25519 AAAA heyvm", true, []backend.Mount{{Tag: "m0", GuestPath: "/work space", ReadOnly: true}})
 	if strings.Contains(a, "\n") {
 		t.Error("the script spans lines")
 	}
 	if a == b {
 		t.Error("two identities are the same")
 	}
-	for _, want := range []string{"date -u -s @", "0x5207", "/proc/sys/kernel/hostname", "ssh_host_ed25519_key", "sshd -r", " box "} {
+	for _, want := range []string{"date -u -s @", "0x5207", "/proc/sys/kernel/hostname", "ssh_host_ed25519_key", "sshd -r", " box ", "'ssh-ed25519 AAAA heyvm' >/root/.ssh/authorized_keys"} {
 		if !strings.Contains(a, want) {
 			t.Errorf("script lacks %q", want)
 		}

@@ -124,7 +124,7 @@ func warmSnapshotFor(cfg *sandbox.Config) (*warm.Snapshot, *sandbox.SuspendInfo,
 // for the console's bash, and every process costs tens of milliseconds in
 // an emulated guest, so all but date, perl (for the ioctl) and sshd are
 // shell builtins.
-func identityScript(name string, grow bool, mounts []backend.Mount) (string, error) {
+func identityScript(name, authorizedKey string, grow bool, mounts []backend.Mount) (string, error) {
 	seed := make([]byte, 64)
 	rand.Read(seed)
 	id := make([]byte, 16)
@@ -148,7 +148,10 @@ func identityScript(name string, grow bool, mounts []backend.Mount) (string, err
 		"printf '%s\\n' " + q(name) + " >/etc/hostname",
 		"printf '127.0.0.1 localhost\\n127.0.1.1 %s\\n::1 localhost ip6-localhost ip6-loopback\\n' " + q(name) + " >/etc/hosts",
 		"printf '%s\\n' " + hex.EncodeToString(id) + " >/etc/machine-id",
-		"umask 077", "printf -- '" + pemFormat + "' >/etc/ssh/ssh_host_ed25519_key", "umask 022",
+		// heyvm's key is the only one a fresh sandbox has: the template's
+		// copy may be of a managed key since replaced.
+		"umask 077", "printf -- '" + pemFormat + "' >/etc/ssh/ssh_host_ed25519_key",
+		"printf '%s\\n' " + q(authorizedKey) + " >/root/.ssh/authorized_keys", "umask 022",
 		"printf '%s\\n' " + q(pub) + " >/etc/ssh/ssh_host_ed25519_key.pub",
 		"for i in {1..40}; do /usr/sbin/sshd -r 2>/dev/null && break; sleep 0.025; done",
 		"for p in /proc/[0-9]*; do read -r c 2>/dev/null <$p/comm && [ \"$c\" = udhcpc ] && kill -USR1 ${p#/proc/}; done; true",
@@ -187,8 +190,8 @@ const growCmd = `resize2fs "$(awk '$2 == "/" {print $1}' /proc/mounts | tail -n 
 // One console round trip: the identity, then the new host key read back
 // (proof it is in place). The address is the snapshot's: every restored
 // VM has the template's, on its own private networks.
-func adoptRestored(ctx context.Context, d *console.Driver, name string, grow bool, mounts []backend.Mount) (hostKey string, err error) {
-	script, err := identityScript(name, grow, mounts)
+func adoptRestored(ctx context.Context, d *console.Driver, name, authorizedKey string, grow bool, mounts []backend.Mount) (hostKey string, err error) {
+	script, err := identityScript(name, authorizedKey, grow, mounts)
 	if err != nil {
 		return "", err
 	}

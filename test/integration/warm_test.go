@@ -110,6 +110,16 @@ func TestWarmStart(t *testing.T) {
 	must(t, env, "rm", "--force", "--yes", "wa")
 	must(t, env, "rm", "--force", "--yes", "wb")
 
+	// heyvm's managed key replaced since the snapshot was made: a warm
+	// sandbox takes the new one.
+	os.RemoveAll(filepath.Join(home, "keys"))
+	must(t, env, "create", "--name", "wk", "--memory", "384")
+	if boot, why := bootOf(t, env, "wk"); boot != "warm" {
+		t.Fatalf("wk: %q (%s)", boot, why)
+	}
+	must(t, env, "exec", "wk", "--", "true")
+	must(t, env, "rm", "--force", "--yes", "wk")
+
 	// --cold ignores the snapshot.
 	must(t, env, "create", "--name", "wc", "--memory", "384", "--cold")
 	if boot, _ := bootOf(t, env, "wc"); boot != "cold" {
