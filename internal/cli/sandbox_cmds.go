@@ -280,7 +280,15 @@ func createSandbox(ctx context.Context, ios IO, e env, o *CreateOptions) (*sandb
 		}
 	}
 	sb, err := e.store.Create(ctx, cfg, func(rootfs string) error {
-		format, err := owner.MakeDisk(ctx, b.Name(), filepath.Dir(rootfs), im, snap, diskSize)
+		dir := filepath.Dir(rootfs)
+		format, err := owner.MakeDisk(ctx, b.Name(), dir, im, snap, diskSize)
+		if err != nil && snap != nil {
+			// The snapshot went away under us (remade, or its image
+			// removed): this sandbox boots cold instead.
+			clearDir(dir)
+			snap, cfg.WarmFrom = nil, ""
+			format, err = owner.MakeDisk(ctx, b.Name(), dir, im, nil, diskSize)
+		}
 		if err != nil {
 			return fmt.Errorf("make the sandbox disk: %w", err)
 		}
@@ -293,6 +301,14 @@ func createSandbox(ctx context.Context, ios IO, e env, o *CreateOptions) (*sandb
 		}
 	}
 	return sb, err
+}
+
+// clearDir empties a directory being assembled.
+func clearDir(dir string) {
+	des, _ := os.ReadDir(dir)
+	for _, de := range des {
+		os.RemoveAll(filepath.Join(dir, de.Name()))
+	}
 }
 
 // resolveImage finds an image; the default one is pulled (or built) on
