@@ -71,9 +71,11 @@ func MakeSnapshot(ctx context.Context, root layout.Root, backendName string, im 
 	if err != nil {
 		return nil, fmt.Errorf("boot the image to snapshot it: %w", err)
 	}
-	// sshd goes before the save: a restored VM gets a new host key first,
-	// and starting sshd then is quicker than restarting it.
-	if _, _, err := s.console.Run(ctx, "sync; kill $(cat /run/sshd.pid) && rm -f /run/sshd.pid"); err != nil {
+	// sshd and its host key go before the save: a restored VM gets a new
+	// key first, and starting sshd then is quicker than restarting it.
+	// Without a key on the disk, a sandbox that has to boot this disk cold
+	// instead makes its own at boot.
+	if _, _, err := s.console.Run(ctx, "kill $(cat /run/sshd.pid) && rm -f /run/sshd.pid /etc/ssh/ssh_host_ed25519_key /etc/ssh/ssh_host_ed25519_key.pub && sync"); err != nil {
 		s.Shutdown(sandbox.StopFailed)
 		return nil, fmt.Errorf("prepare the booted image for its snapshot: %w", err)
 	}
