@@ -69,6 +69,10 @@ type Spec struct {
 	RestoreFrom string
 }
 
+// ErrDiskBusy: another process still holds the sandbox's disk (the VM of
+// a killed owner, still exiting). Starting again shortly may work.
+var ErrDiskBusy = errors.New("the sandbox's disk is in use by another process")
+
 // ErrRestoreUnsupported: this backend cannot restore a saved machine with
 // what the spec asks for; boot it instead.
 var ErrRestoreUnsupported = errors.New("cannot restore a saved machine with these devices")

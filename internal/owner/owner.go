@@ -164,11 +164,11 @@ func Boot(ctx context.Context, o BootOptions) (*Session, error) {
 	mctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
 	started := time.Now()
-	m, err := b.Start(mctx, spec)
+	m, err := startMachine(ctx, mctx, b, spec)
 	if errors.Is(err, backend.ErrRestoreUnsupported) && snap != nil {
 		coldWhy = err.Error()
 		snap, spec.RestoreFrom = nil, ""
-		m, err = b.Start(mctx, spec)
+		m, err = startMachine(ctx, mctx, b, spec)
 	}
 	if err != nil && snap != nil {
 		// A snapshot the hypervisor cannot load (damaged, or made by
@@ -178,7 +178,7 @@ func Boot(ctx context.Context, o BootOptions) (*Session, error) {
 		fmt.Fprintf(logw, "owner: warning: %s; booting cold\n", coldWhy)
 		warm.Drop(snap.Files)
 		snap, spec.RestoreFrom = nil, ""
-		m, err = b.Start(mctx, spec)
+		m, err = startMachine(ctx, mctx, b, spec)
 	}
 	if err != nil {
 		cancel()
@@ -299,6 +299,28 @@ func Boot(ctx context.Context, o BootOptions) (*Session, error) {
 		go s.watchPorts()
 	}
 	return s, nil
+}
+
+// DiskBusyWait bounds the wait for a killed owner's VM to let go of the
+// disk: it dies with its owner, but not at the same instant.
+var DiskBusyWait = 15 * time.Second
+
+// startMachine starts the VM, waiting out a disk still held by the VM of
+// a killed owner (a stale VM never runs beside a new one: the hypervisor's
+// disk lock refuses it).
+func startMachine(ctx, mctx context.Context, b backend.Backend, spec backend.Spec) (backend.Machine, error) {
+	deadline := time.Now().Add(DiskBusyWait)
+	for {
+		m, err := b.Start(mctx, spec)
+		if !errors.Is(err, backend.ErrDiskBusy) || time.Now().After(deadline) {
+			return m, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // Spec turns a sandbox and its image into what the backend boots.

@@ -295,6 +295,9 @@ func (m *machine) startError(err error) error {
 	if sm := hostfwdRe.FindStringSubmatch(msg); sm != nil {
 		return fmt.Errorf("port 127.0.0.1:%s is already in use: pick another host port with --port HOST:%s", sm[1], sm[2])
 	}
+	if strings.Contains(msg, `Failed to get "write" lock`) {
+		return fmt.Errorf("%w (qemu: %s)", backend.ErrDiskBusy, lastLines(msg, 1))
+	}
 	if msg != "" {
 		return fmt.Errorf("qemu failed to start: %s", lastLines(msg, 3))
 	}
