@@ -30,25 +30,29 @@ const readyFD = 3
 // one VM: they serialise on start.lock, and the later ones find it
 // running.
 func Start(ctx context.Context, root layout.Root, sb *sandbox.Sandbox) (started bool, err error) {
-	lock, err := fsutil.LockContext(ctx, sb.Files.StartLock())
-	if err != nil {
-		return false, err
-	}
-	defer lock.Unlock()
-	st, err := sandbox.ReadState(sb.Files)
-	if err != nil {
-		return false, err
-	}
-	if st.Status != sandbox.Stopped && st.Status != sandbox.Suspended {
-		return false, nil
-	}
-	return true, spawn(ctx, sb)
+	return underStartLock(ctx, sb, func(st sandbox.State) (bool, error) {
+		if st.Status != sandbox.Stopped && st.Status != sandbox.Suspended {
+			return false, nil
+		}
+		return true, spawn(ctx, sb)
+	})
 }
 
 // DiscardSaved removes a suspended sandbox's saved VM, so the next start
 // boots its disk. It serialises with starts, and refuses a running one.
 func DiscardSaved(ctx context.Context, sb *sandbox.Sandbox) (bool, error) {
-	lock, err := fsutil.LockContext(ctx, sb.Files.StartLock())
+	return underStartLock(ctx, sb, func(st sandbox.State) (bool, error) {
+		if st.Status != sandbox.Suspended {
+			return false, nil
+		}
+		return true, sandbox.DiscardSuspend(sb.Files)
+	})
+}
+
+// underStartLock runs do with the sandbox's state read under start.lock,
+// which serialises everything that may start it.
+func underStartLock(ctx context.Context, sb *sandbox.Sandbox, do func(sandbox.State) (bool, error)) (bool, error) {
+	lock, err := LockStart(ctx, sb)
 	if err != nil {
 		return false, err
 	}
@@ -57,10 +61,7 @@ func DiscardSaved(ctx context.Context, sb *sandbox.Sandbox) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	if st.Status != sandbox.Suspended {
-		return false, nil
-	}
-	return true, sandbox.DiscardSuspend(sb.Files)
+	return do(st)
 }
 
 // WaitGone waits until the sandbox's owner has let go of it.
