@@ -357,10 +357,7 @@ func (m *machine) startVirtiofsd(spec backend.Spec, logw io.Writer) ([]string, e
 				return
 			case <-time.After(time.Second):
 			}
-			m.mu.Lock()
-			ending := m.killed || m.cleaned
-			m.mu.Unlock()
-			if !ending {
+			if !m.ending() {
 				backend.Emit(m.events, backend.Event{Kind: backend.EventShareBroken,
 					Detail: fmt.Sprintf("%s (%s): its virtiofsd exited (%v)", mt.GuestPath, mt.HostPath, err)})
 			}
@@ -375,12 +372,10 @@ func (m *machine) startVirtiofsd(spec backend.Spec, logw io.Writer) ([]string, e
 // other end, for qemu's uplink NIC. passt ends when qemu closes its end;
 // cleanup kills it in case.
 func (m *machine) startPasst(logw io.Writer) (*os.File, error) {
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	ours, qemuEnd, err := filePair("uplink")
 	if err != nil {
-		return nil, fmt.Errorf("uplink socket: %w", err)
+		return nil, err
 	}
-	ours := os.NewFile(uintptr(fds[0]), "uplink-passt")
-	qemuEnd := os.NewFile(uintptr(fds[1]), "uplink-qemu")
 	cmd := exec.Command(PasstPath, passtArgs()...)
 	cmd.ExtraFiles = []*os.File{ours}
 	cmd.Stdout, cmd.Stderr = logw, logw
@@ -395,29 +390,45 @@ func (m *machine) startPasst(logw io.Writer) (*os.File, error) {
 	m.helpers = append(m.helpers, cmd)
 	go func() {
 		err := cmd.Wait()
-		m.mu.Lock()
-		ending := m.killed || m.cleaned
-		m.mu.Unlock()
-		if !ending {
+		if !m.ending() {
 			fmt.Fprintf(logw, "qemu: passt, the guest's network, ended (%v); the guest is offline until the sandbox restarts\n", err)
 		}
 	}()
 	return qemuEnd, nil
 }
 
+// socketPair is a connected pair: heyvm's end as a net.Conn, qemu's as a
+// file to hand over.
 func socketPair(what string) (host net.Conn, guest *os.File, err error) {
+	hf, guest, err := filePair(what)
+	if err != nil {
+		return nil, nil, err
+	}
+	host, err = net.FileConn(hf)
+	hf.Close()
+	if err != nil {
+		guest.Close()
+		return nil, nil, err
+	}
+	return host, guest, nil
+}
+
+// filePair is a connected pair of unix stream sockets as files, the
+// second one qemu's (close-on-exec until handed over as ExtraFiles).
+func filePair(what string) (a, qemuEnd *os.File, err error) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s socket: %w", what, err)
 	}
-	hf := os.NewFile(uintptr(fds[0]), what)
-	host, err = net.FileConn(hf)
-	hf.Close()
-	if err != nil {
-		unix.Close(fds[1])
-		return nil, nil, err
-	}
-	return host, os.NewFile(uintptr(fds[1]), what+"-qemu"), nil
+	return os.NewFile(uintptr(fds[0]), what), os.NewFile(uintptr(fds[1]), what+"-qemu"), nil
+}
+
+// ending says whether the machine is being stopped or cleaned up, so a
+// helper that exits now is no news.
+func (m *machine) ending() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.killed || m.cleaned
 }
 
 type machine struct {
