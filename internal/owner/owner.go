@@ -148,11 +148,10 @@ func Boot(ctx context.Context, o BootOptions) (*Session, error) {
 	}
 	spec := Spec(cfg, im, files)
 	var snap *warm.Snapshot
-	var snapInfo *sandbox.SuspendInfo
 	coldWhy := ""
 	if saved != nil {
 		spec.RestoreFrom = files.SuspendState()
-	} else if snap, snapInfo, coldWhy = warmSnapshotFor(cfg); snap != nil {
+	} else if snap, coldWhy = warmSnapshotFor(cfg); snap != nil {
 		spec.RestoreFrom = snap.State()
 	}
 	if cfg.WarmFrom != "" {
@@ -220,7 +219,7 @@ func Boot(ctx context.Context, o BootOptions) (*Session, error) {
 		}
 		fmt.Fprintf(logw, "owner: the ready snapshot is loaded and running after %s\n", time.Since(started).Round(time.Millisecond))
 		grow := int64(cfg.DiskSizeMiB)<<20 > snap.DiskBytes()
-		ip = snapInfo.GuestIP
+		ip = snap.Saved.GuestIP
 		hostKey, err := adoptRestored(bctx, s.console, cfg.Name, pubLine, grow, cfg.Mounts)
 		if err != nil {
 			return fail(s.bootError(bctx, "giving the restored VM its identity", err))

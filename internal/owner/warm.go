@@ -96,25 +96,20 @@ func MakeSnapshot(ctx context.Context, root layout.Root, backendName string, im 
 		return nil, err
 	}
 	ok = true
-	return &warm.Snapshot{Files: final, Meta: meta}, nil
+	return &warm.Snapshot{Files: final, Meta: meta, Saved: &si}, nil
 }
 
 // warmSnapshotFor returns the snapshot a sandbox's first start restores,
 // or nil with the reason it boots cold instead.
-func warmSnapshotFor(cfg *sandbox.Config) (*warm.Snapshot, *sandbox.SuspendInfo, string) {
+func warmSnapshotFor(cfg *sandbox.Config) (*warm.Snapshot, string) {
 	if cfg.WarmFrom == "" {
-		return nil, nil, ""
+		return nil, ""
 	}
-	files := layout.Sandbox{Dir: cfg.WarmFrom}
-	snap, err := warm.Load(files)
+	snap, err := warm.Load(layout.Sandbox{Dir: cfg.WarmFrom})
 	if err != nil {
-		return nil, nil, "its ready snapshot was removed after it was created"
+		return nil, "its ready snapshot was removed after it was created"
 	}
-	si, err := sandbox.ReadSuspendInfo(files)
-	if err != nil || si == nil {
-		return nil, nil, "its ready snapshot was removed after it was created"
-	}
-	return snap, si, ""
+	return snap, ""
 }
 
 // identityScript makes a VM restored from a ready snapshot this sandbox's

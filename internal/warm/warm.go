@@ -64,6 +64,7 @@ type Meta struct {
 type Snapshot struct {
 	Files layout.Sandbox
 	Meta  Meta
+	Saved *sandbox.SuspendInfo // the saved VM's record (suspend.json)
 }
 
 // State is the saved VM a sandbox restores.
@@ -110,26 +111,22 @@ func Load(files layout.Sandbox) (*Snapshot, error) {
 	if si == nil {
 		return nil, errors.New("the snapshot has no saved VM")
 	}
-	return &Snapshot{Files: files, Meta: m}, nil
+	return &Snapshot{Files: files, Meta: m, Saved: si}, nil
 }
 
 // Drop removes a snapshot. It is renamed aside first, so a sandbox being
 // made from it at that moment either has it whole or does not find it.
-func Drop(files layout.Sandbox) error {
-	aside := filepath.Join(filepath.Dir(files.Dir), fmt.Sprintf(".drop-%s-%d", filepath.Base(files.Dir), time.Now().UnixNano()))
-	if err := os.Rename(files.Dir, aside); err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return nil
-		}
-		return err
-	}
-	return os.RemoveAll(aside)
-}
+func Drop(files layout.Sandbox) error { return removeAside(files.Dir) }
 
 // DropImage removes every snapshot of an image (it was rebuilt or removed).
 func DropImage(root layout.Root, backend, name string) error {
-	dir := root.WarmDir(backend, name)
-	aside := dir + fmt.Sprintf(".drop-%d", time.Now().UnixNano())
+	return removeAside(root.WarmDir(backend, name))
+}
+
+// removeAside renames dir to a hidden sibling, then removes that: nobody
+// looking dir up meanwhile finds it half gone. A missing dir is no error.
+func removeAside(dir string) error {
+	aside := filepath.Join(filepath.Dir(dir), fmt.Sprintf(".drop-%s-%d", filepath.Base(dir), time.Now().UnixNano()))
 	if err := os.Rename(dir, aside); err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return nil
