@@ -246,13 +246,14 @@ func Boot(ctx context.Context, o BootOptions) (*Session, error) {
 	}
 	host, port := m.SSHEndpoint(ip)
 	s.target = sshclient.Target{Host: host, Port: port, User: "root", Signer: signer, HostKey: key}
-	if err := s.checkSSH(bctx); err != nil {
-		return fail(s.bootError(bctx, "checking SSH", err))
-	}
+	// A resumed guest's clock stands where it was when the VM was saved:
+	// the check sets it.
+	then := ""
 	if saved != nil {
-		if err := setGuestClock(bctx, s.target); err != nil {
-			fmt.Fprintf(logw, "owner: could not set the restored guest's clock: %v\n", err)
-		}
+		then = clockCommand(time.Now())
+	}
+	if err := s.checkSSH(bctx, then); err != nil {
+		return fail(s.bootError(bctx, "checking SSH", err))
 	}
 	fmt.Fprintf(logw, "owner: ssh ready at %s:%d after %s\n", host, port, time.Since(started).Round(time.Millisecond))
 
@@ -401,12 +402,25 @@ func ParseProvisionOutput(out string) (ip, hostKey string, err error) {
 // key is accepted, and sshd opens a session channel. (Running a command
 // too would cost a fork of sshd and a shell, about 0.2 s under TCG, on
 // every boot; the caller's first command does that anyway.)
-func (s *Session) checkSSH(ctx context.Context) error {
+//
+// A non-empty command runs in that session instead, on the same
+// connection; it failing is logged, not fatal.
+func (s *Session) checkSSH(ctx context.Context, command string) error {
 	c, err := sshclient.Dial(ctx, s.target)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
+	if command != "" {
+		code, err := sshclient.Exec(ctx, c, sshclient.ExecOptions{Command: command})
+		if err != nil {
+			return fmt.Errorf("run a command over SSH: %w", err)
+		}
+		if code != 0 {
+			fmt.Fprintf(s.log, "owner: %q exited %d in the guest\n", command, code)
+		}
+		return nil
+	}
 	sess, err := c.NewSession()
 	if err != nil {
 		return fmt.Errorf("open an SSH session: %w", err)

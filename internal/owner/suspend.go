@@ -90,10 +90,10 @@ func (s *Session) Suspend(ctx context.Context) (sandbox.SuspendInfo, error) {
 func savedVM(sb *sandbox.Sandbox) (*sandbox.SuspendInfo, error) {
 	files, cfg := sb.Files, sb.Config
 	os.Remove(files.SuspendTemp()) // a save that never finished
-	if _, err := os.Stat(files.SuspendInfo()); err != nil {
+	si, err := sandbox.ReadSuspendInfo(files)
+	if si == nil && err == nil {
 		return nil, nil
 	}
-	si, err := sandbox.ReadSuspendInfo(files)
 	if err == nil && (si.CPUs != cfg.CPUs || si.MemoryMiB != cfg.MemoryMiB || si.HostLoopback != cfg.HostLoopback) {
 		err = fmt.Errorf("it was saved with %d CPUs and %d MiB, and its sandbox.yaml now asks for %d and %d", si.CPUs, si.MemoryMiB, cfg.CPUs, cfg.MemoryMiB)
 	}
@@ -112,19 +112,7 @@ func resumeError(name string, si *sandbox.SuspendInfo, err error) error {
 	return fmt.Errorf("cannot resume sandbox %s from its saved state%s: %v; `heyvm start --cold %s` boots its disk instead and discards the saved state", name, by, err, name)
 }
 
-// setGuestClock sets the guest's clock to the host's: a restored guest's
-// clock stands where it was when the VM was saved.
-func setGuestClock(ctx context.Context, t sshclient.Target) error {
-	c, err := sshclient.Dial(ctx, t)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	now := time.Now()
-	cmd := fmt.Sprintf("date -u -s @%d.%09d >/dev/null", now.Unix(), now.Nanosecond())
-	code, err := sshclient.Exec(ctx, c, sshclient.ExecOptions{Command: cmd})
-	if err == nil && code != 0 {
-		err = fmt.Errorf("date exited %d", code)
-	}
-	return err
+// clockCommand sets the guest's clock to now, to the nanosecond.
+func clockCommand(now time.Time) string {
+	return fmt.Sprintf("date -u -s @%d.%09d >/dev/null", now.Unix(), now.Nanosecond())
 }

@@ -136,9 +136,8 @@ func identityScript(name, authorizedKey string, grow bool, mounts []backend.Moun
 	pemFormat := strings.ReplaceAll(string(priv), "\n", `\n`)
 	// The clock first: the script is on its way for a few milliseconds
 	// only, while the rest of it takes a good part of a second under TCG.
-	now := time.Now()
 	cmds := []string{
-		fmt.Sprintf("date -u -s @%d.%09d >/dev/null", now.Unix(), now.Nanosecond()),
+		clockCommand(time.Now()),
 		"printf %s " + hex.EncodeToString(seed) + " >/dev/urandom",
 		`perl -e 'open(my $f, ">", "/dev/urandom") or die; ioctl($f, 0x5207, 0) or die "RNDRESEEDCRNG: $!\n"'`,
 		"printf %s " + q(name) + " >/proc/sys/kernel/hostname",
