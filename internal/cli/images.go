@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"os/signal"
 	"strings"
 	"syscall"
@@ -68,7 +70,11 @@ func newImagesCmd(ios IO) *cobra.Command {
 	build.Flags().StringVar(&bo.Arch, "arch", "", "guest architecture: amd64 or arm64 (default: this host's)")
 	build.Flags().BoolVar(&bo.Force, "force", false, "rebuild even if the image exists")
 
-	cmd.AddCommand(list, inspect, rm, build, newImagesWarmCmd(ios, &backendName), newAssembleCmd())
+	prune := &cobra.Command{
+		Use: "prune", Short: "Empty the image builder's step cache (removes the builder VMs; the next build makes a fresh one)", Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error { return runImagesPrune(c.Context(), ios) },
+	}
+	cmd.AddCommand(list, inspect, rm, build, newImagesBuildCmd(ios, &backendName), prune, newImagesWarmCmd(ios, &backendName), newAssembleCmd())
 	addTransferCommands(cmd, ios, &backendName)
 	requireSubcommand(cmd)
 	return cmd
@@ -177,6 +183,28 @@ func runImagesInspect(ios IO, backendName, name string, asJSON bool) error {
 	fmt.Fprintf(ios.Out, "Modules:  %s\n", strings.Join(m.Build.Modules, " "))
 	for _, f := range image.Files {
 		fmt.Fprintf(ios.Out, "sha256:   %s  %s\n", m.SHA256[f], f)
+	}
+	if d := m.Dockerfile; d != nil {
+		fmt.Fprintf(ios.Out, "Dockerfile: %s (context %s, engine %s)\nBases:      %s\nKernel:     %s\nInit:       %s\n",
+			d.File, d.Context, d.Engine, strings.Join(d.Bases, ", "), d.Kernel, d.Init)
+		if len(d.Entrypoint) > 0 {
+			fmt.Fprintf(ios.Out, "Entrypoint: %q\n", d.Entrypoint)
+		}
+		if len(d.Cmd) > 0 {
+			fmt.Fprintf(ios.Out, "Cmd:        %q\n", d.Cmd)
+		}
+		if len(d.Expose) > 0 {
+			fmt.Fprintf(ios.Out, "Expose:     %s\n", strings.Join(d.Expose, " "))
+		}
+		if d.WorkingDir != "" || d.User != "" {
+			fmt.Fprintf(ios.Out, "Workdir:    %s\nUser:       %s\n", d.WorkingDir, d.User)
+		}
+		for _, k := range slices.Sorted(maps.Keys(d.Labels)) {
+			fmt.Fprintf(ios.Out, "Label:      %s=%s\n", k, d.Labels[k])
+		}
+	}
+	if m.ColdOnly {
+		fmt.Fprintln(ios.Out, "Warm start: no (the root lacks bash or perl); sandboxes boot cold")
 	}
 	return nil
 }

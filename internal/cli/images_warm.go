@@ -69,6 +69,9 @@ func RunImagesWarm(ctx context.Context, ios IO, o *WarmOptions) error {
 	if err := co.preflight(b, im); err != nil {
 		return err
 	}
+	if im.Meta.ColdOnly {
+		return fmt.Errorf("image %s cannot start warm: its root lacks bash or perl, which a warm start's identity step runs; add them to its Dockerfile (Debian: RUN apt-get install -y bash perl-base) and build it again", im.Name)
+	}
 	shape := warm.Shape{Arch: im.Meta.Arch, CPUs: o.CPUs, MemoryMiB: o.MemoryMiB, HostLoopback: o.HostLoopback}
 	if snap := warm.Find(e.root, b.Name(), b.HypervisorBuild(im.Meta.Arch), im, shape); snap != nil {
 		fmt.Fprintf(ios.Out, "image %s already has a ready snapshot for %s (made %s)\n", im.Name, shape.Key(), snap.Meta.Created.Local().Format(time.DateTime))
@@ -88,7 +91,7 @@ func RunImagesWarm(ctx context.Context, ios IO, o *WarmOptions) error {
 // starts warm. It never fails the create: the worst case is another cold
 // boot next time.
 func warmInBackground(e env, backendName string, im *image.Image, shape warm.Shape) {
-	if os.Getenv(EnvAutoWarm) == "0" {
+	if os.Getenv(EnvAutoWarm) == "0" || im.Meta.ColdOnly {
 		return
 	}
 	exe, err := os.Executable()

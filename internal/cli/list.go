@@ -51,7 +51,7 @@ func (v sandboxView) stateText() string {
 }
 
 func newListCmd(ios IO) *cobra.Command {
-	var asJSON bool
+	var asJSON, showAll bool
 	cmd := &cobra.Command{
 		Use: "list", Aliases: []string{"ls"}, Short: "List sandboxes", Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
@@ -65,6 +65,9 @@ func newListCmd(ios IO) *cobra.Command {
 			}
 			views := []sandboxView{}
 			for _, sb := range all {
+				if sb.Config.Role != "" && !showAll {
+					continue // heyvm's own (the image builder)
+				}
 				v, err := viewOf(sb)
 				if err != nil {
 					return err
@@ -87,6 +90,7 @@ func newListCmd(ios IO) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().BoolVarP(&showAll, "all", "a", false, "also show heyvm's own sandboxes (the image builder)")
 	return cmd
 }
 

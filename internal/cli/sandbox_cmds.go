@@ -82,6 +82,9 @@ type CreateOptions struct {
 	HostLoopback bool
 	// Cold boots from scratch even if the image has a ready snapshot.
 	Cold bool
+	// Role and IdleStop are for heyvm's own sandboxes (the builder).
+	Role     string
+	IdleStop time.Duration
 }
 
 // preflight asks the backend whether it can run what o asks for. Before
@@ -267,7 +270,7 @@ func createSandbox(ctx context.Context, ios IO, e env, o *CreateOptions) (*sandb
 		CPUs: o.CPUs, MemoryMiB: o.MemoryMiB, DiskSizeMiB: int(diskSize >> 20),
 		Env: o.Env, Mounts: o.Mounts, Ports: o.Ports, TTL: sandbox.Duration(o.TTL),
 		MAC: sandbox.NewMAC(), Workspace: o.Workspace, Autostart: o.Autostart, AutoPorts: o.AutoPorts,
-		HostLoopback: o.HostLoopback,
+		HostLoopback: o.HostLoopback, Role: o.Role, IdleStop: sandbox.Duration(o.IdleStop),
 	}
 	// A ready snapshot of this image and shape: the sandbox's disk is
 	// layered on the snapshot's (the image plus what its boot wrote), and

@@ -32,6 +32,30 @@ type Metadata struct {
 	// GuestFeatures lists what the image's init can do beyond the first
 	// release's, so heyvm never asks an older image for more.
 	GuestFeatures []string `yaml:"guest_features,omitempty" json:"guest_features,omitempty"`
+	// ColdOnly: the guest lacks what a warm start's identity step runs
+	// (bash and perl), so it always boots cold.
+	ColdOnly bool `yaml:"cold_only,omitempty" json:"cold_only,omitempty"`
+	// Dockerfile records how `heyvm images build` made the image.
+	Dockerfile *DockerfileInfo `yaml:"dockerfile,omitempty" json:"dockerfile,omitempty"`
+}
+
+// DockerfileInfo is an image built from a Dockerfile: where from, and
+// what the image says about running it (CMD, ENTRYPOINT, EXPOSE, LABEL).
+type DockerfileInfo struct {
+	File       string            `yaml:"file" json:"file"`
+	Context    string            `yaml:"context" json:"context"`
+	BuildArgs  []string          `yaml:"build_args,omitempty" json:"build_args,omitempty"`
+	Engine     string            `yaml:"engine" json:"engine"`
+	Bases      []string          `yaml:"bases,omitempty" json:"bases,omitempty"`
+	Kernel     string            `yaml:"kernel" json:"kernel"` // "own" (from the root's /boot) or "default"
+	Init       string            `yaml:"init" json:"init"`     // heyvm, injected, systemd or inittab
+	Cmd        []string          `yaml:"cmd,omitempty" json:"cmd,omitempty"`
+	Entrypoint []string          `yaml:"entrypoint,omitempty" json:"entrypoint,omitempty"`
+	Env        []string          `yaml:"env,omitempty" json:"env,omitempty"`
+	WorkingDir string            `yaml:"working_dir,omitempty" json:"working_dir,omitempty"`
+	User       string            `yaml:"user,omitempty" json:"user,omitempty"`
+	Expose     []string          `yaml:"expose,omitempty" json:"expose,omitempty"`
+	Labels     map[string]string `yaml:"labels,omitempty" json:"labels,omitempty"`
 }
 
 // FeatureHostLink: the init brings up the host-only SSH link named by

@@ -4,7 +4,10 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"os"
 	"path"
+	"path/filepath"
+	"slices"
 	"strings"
 )
 
@@ -119,4 +122,66 @@ func (idx *ModuleIndex) ResolveModules(wanted []string) ([]string, error) {
 		}
 	}
 	return order, nil
+}
+
+// OwnKernelModules are what an initramfs for a root's own kernel loads:
+// heyvm's usual set plus ext4, which a distribution's general kernel
+// builds as a module. OwnKernelRequired are those it cannot boot without.
+var (
+	OwnKernelModules  = append(append([]string(nil), InitramfsModules...), "ext4")
+	OwnKernelRequired = []string{"virtio_pci", "virtio_blk", "virtio_console", "ext4"}
+)
+
+// ResolveAvailable is ResolveModules for a kernel heyvm did not choose:
+// a wanted module the kernel neither ships nor builds in is skipped,
+// unless it is required.
+func (idx *ModuleIndex) ResolveAvailable(wanted, required []string) ([]string, error) {
+	var order []string
+	seen := map[string]bool{}
+	for _, w := range wanted {
+		mods, err := idx.ResolveModules([]string{w})
+		if err != nil {
+			if slices.Contains(required, w) {
+				return nil, fmt.Errorf("the root's kernel cannot boot under heyvm: %w", err)
+			}
+			continue
+		}
+		for _, m := range mods {
+			if !seen[m] {
+				seen[m] = true
+				order = append(order, m)
+			}
+		}
+	}
+	return order, nil
+}
+
+// WriteOwnKernelInitramfs writes heyvm's initramfs for a kernel brought
+// by a built root: root holds bin/busybox and lib/modules/<kver> with
+// modules.dep, modules.builtin and the (uncompressed) modules.
+func WriteOwnKernelInitramfs(root, kver, out string) ([]string, error) {
+	idx, err := readModuleIndex(filepath.Join(root, "lib", "modules", kver))
+	if err != nil {
+		return nil, err
+	}
+	mods, err := idx.ResolveAvailable(OwnKernelModules, OwnKernelRequired)
+	if err != nil {
+		return nil, err
+	}
+	return mods, writeInitramfsFile(root, kver, mods, out)
+}
+
+// readModuleIndex reads a kernel's modules.dep and modules.builtin.
+func readModuleIndex(modDir string) (*ModuleIndex, error) {
+	dep, err := os.Open(filepath.Join(modDir, "modules.dep"))
+	if err != nil {
+		return nil, err
+	}
+	defer dep.Close()
+	builtin, err := os.Open(filepath.Join(modDir, "modules.builtin"))
+	if err != nil {
+		return nil, err
+	}
+	defer builtin.Close()
+	return ParseModuleIndex(dep, builtin)
 }

@@ -47,10 +47,18 @@ func GuestFile(name string) []byte {
 // there because `heyvm wt` sandboxes work on a mounted git worktree.
 var Packages = []string{"openssh-server", "busybox-static", "e2fsprogs", "git"}
 
+// BuilderPackages turn the default recipe into the builder image's, the
+// VM that runs BuildKit for `heyvm images build`: Docker's engine, kmod
+// so overlay2 (not vfs) is used, and what pulling from registries needs.
+var BuilderPackages = []string{"docker.io", "kmod", "ca-certificates", "xz-utils", "zstd"}
+
 // RecipeHash identifies this recipe: the guest files, the packages, the
 // initramfs modules and the kernel command line. image.yaml records it,
 // so an image built by an older recipe can be told apart.
-func RecipeHash() string {
+func RecipeHash() string { return RecipeHashWith(nil) }
+
+// RecipeHashWith is RecipeHash for the recipe plus extra packages.
+func RecipeHashWith(extra []string) string {
 	h := sha256.New()
 	names, _ := fs.Glob(guestFiles, "guest/*")
 	sort.Strings(names)
@@ -60,6 +68,9 @@ func RecipeHash() string {
 		h.Write(b)
 	}
 	fmt.Fprintf(h, "%v %v %s %s", Packages, InitramfsModules, KernelCmdline, kernelHook)
+	if len(extra) > 0 {
+		fmt.Fprintf(h, " +%v", extra)
+	}
 	return hex.EncodeToString(h.Sum(nil))[:16]
 }
 
@@ -94,7 +105,9 @@ type Options struct {
 	Mirror     string
 	Suite      string
 	RootfsSize int64
-	Progress   Progress
+	// ExtraPackages are installed on top of Packages (the builder image).
+	ExtraPackages []string
+	Progress      Progress
 	// SelfExec is how to run this binary's hidden assemble command
 	// (argv before the spec file), used to assemble the root file system
 	// inside a user namespace when not running as root.
@@ -252,7 +265,7 @@ func buildInto(ctx context.Context, o Options, arch, out string) (*image.Metadat
 		mode = "unshare"
 	}
 	if err := run(ctx, p, "mmdebstrap", "--mode="+mode, "--variant=minbase", "--architectures="+arch,
-		"--include="+strings.Join(Packages, ","), "--customize-hook=arch="+arch+"\n"+kernelHook,
+		"--include="+strings.Join(append(append([]string(nil), Packages...), o.ExtraPackages...), ","), "--customize-hook=arch="+arch+"\n"+kernelHook,
 		o.Suite, tarPath, o.Mirror); err != nil {
 		return nil, err
 	}
@@ -291,11 +304,11 @@ func buildInto(ctx context.Context, o Options, arch, out string) (*image.Metadat
 			Recipe:     "mmdebstrap --variant=minbase",
 			Suite:      o.Suite,
 			Mirror:     o.Mirror,
-			Packages:   append([]string(nil), Packages...),
+			Packages:   append(append([]string(nil), Packages...), o.ExtraPackages...),
 			Kernel:     res.KernelPackage,
 			Modules:    res.Modules,
 			Tool:       "heyvm images build-default",
-			RecipeHash: RecipeHash(),
+			RecipeHash: RecipeHashWith(o.ExtraPackages),
 		},
 		SHA256: sums,
 	}, nil
@@ -511,18 +524,7 @@ func lockRootPassword(shadow string) error {
 }
 
 func writeInitramfs(root, kver, out string) ([]string, error) {
-	modDir := filepath.Join(root, "lib", "modules", kver)
-	dep, err := os.Open(filepath.Join(modDir, "modules.dep"))
-	if err != nil {
-		return nil, err
-	}
-	defer dep.Close()
-	builtin, err := os.Open(filepath.Join(modDir, "modules.builtin"))
-	if err != nil {
-		return nil, err
-	}
-	defer builtin.Close()
-	idx, err := ParseModuleIndex(dep, builtin)
+	idx, err := readModuleIndex(filepath.Join(root, "lib", "modules", kver))
 	if err != nil {
 		return nil, err
 	}
@@ -530,19 +532,26 @@ func writeInitramfs(root, kver, out string) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	return mods, writeInitramfsFile(root, kver, mods, out)
+}
+
+// writeInitramfsFile writes the initramfs with root's busybox and the
+// given modules of root's kernel kver.
+func writeInitramfsFile(root, kver string, mods []string, out string) error {
+	modDir := filepath.Join(root, "lib", "modules", kver)
 	busybox, err := os.ReadFile(filepath.Join(root, "bin", "busybox"))
 	if err != nil {
-		return nil, fmt.Errorf("busybox-static is missing from the root file system: %w", err)
+		return fmt.Errorf("busybox-static is missing from the root file system: %w", err)
 	}
 	f, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if err := WriteInitramfs(f, busybox, GuestFile("init"), modDir, kver, mods); err != nil {
 		f.Close()
-		return nil, err
+		return err
 	}
-	return mods, f.Close()
+	return f.Close()
 }
 
 // run runs a build tool in its own process group, so cancelling the build

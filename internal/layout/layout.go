@@ -103,6 +103,10 @@ func (r Root) SandboxesDir() string { return filepath.Join(r.Dir, "sandboxes") }
 func (r Root) ConfigFile() string   { return filepath.Join(r.Dir, "config.yaml") }
 func (r Root) CacheDir() string     { return filepath.Join(r.Dir, "cache") }
 
+// BuilderXfer is the folder `heyvm images build` shares read-write with
+// the builder VM of arch: each build's output lands in a subfolder.
+func (r Root) BuilderXfer(arch string) string { return filepath.Join(r.Dir, "builder", arch, "xfer") }
+
 // KVMNoteShown marks that the "join the kvm group" note was shown once.
 func (r Root) KVMNoteShown() string { return filepath.Join(r.Dir, ".kvm-note-shown") }
 
@@ -174,8 +178,12 @@ const (
 	OverlayName   = "rootfs.qcow2"
 )
 
-func (s Sandbox) KnownHosts() string  { return filepath.Join(s.Dir, "known_hosts") }
-func (s Sandbox) OwnerLock() string   { return filepath.Join(s.Dir, "owner.lock") }
+func (s Sandbox) KnownHosts() string { return filepath.Join(s.Dir, "known_hosts") }
+func (s Sandbox) OwnerLock() string  { return filepath.Join(s.Dir, "owner.lock") }
+
+// BusyLock is held by whoever is using a sandbox that stops itself when
+// idle (the image builder): its owner never stops it while it is held.
+func (s Sandbox) BusyLock() string    { return filepath.Join(s.Dir, "busy.lock") }
 func (s Sandbox) StartLock() string   { return filepath.Join(s.Dir, "start.lock") }
 func (s Sandbox) OwnerState() string  { return filepath.Join(s.Dir, "owner.json") }
 func (s Sandbox) OwnerLog() string    { return filepath.Join(s.Dir, "owner.log") }

@@ -460,19 +460,58 @@ func (s *Session) watch() {
 		defer t.Stop()
 		ttl = t.C
 	}
-	select {
-	case <-s.machine.Done():
-		if s.beginStop() {
-			reason, detail := sandbox.StopGuest, "the guest powered off"
-			if err := s.machine.Err(); err != nil {
-				reason, detail = sandbox.StopCrashed, err.Error()
-			}
-			s.finish(reason, detail)
-		}
-	case <-ttl:
-		s.Shutdown(sandbox.StopExpired)
-	case <-s.stopped:
+	var idle <-chan time.Time
+	if s.sb.Config.IdleStop > 0 {
+		t := time.NewTicker(idleCheckEvery(time.Duration(s.sb.Config.IdleStop)))
+		defer t.Stop()
+		idle = t.C
 	}
+	for {
+		select {
+		case <-idle:
+			if lock := idleLock(s.sb.Files, time.Duration(s.sb.Config.IdleStop)); lock != nil {
+				// Held through the stop: a user arriving now waits for
+				// it, then starts the sandbox again.
+				s.Shutdown(sandbox.StopIdle)
+				lock.Unlock()
+				return
+			}
+			continue
+		case <-s.machine.Done():
+			if s.beginStop() {
+				reason, detail := sandbox.StopGuest, "the guest powered off"
+				if err := s.machine.Err(); err != nil {
+					reason, detail = sandbox.StopCrashed, err.Error()
+				}
+				s.finish(reason, detail)
+			}
+		case <-ttl:
+			s.Shutdown(sandbox.StopExpired)
+		case <-s.stopped:
+		}
+		return
+	}
+}
+
+// idleCheckEvery is how often an idle-stopping sandbox looks at its busy
+// lock: a tenth of the idle time, within 1 s to 30 s.
+func idleCheckEvery(idle time.Duration) time.Duration {
+	return min(max(idle/10, time.Second), 30*time.Second)
+}
+
+// idleLock returns the sandbox's busy lock, taken, if nobody held it and
+// nobody touched it (or, never used, since the first look) for idle.
+// Users hold the lock while they work and touch it when they let go.
+func idleLock(files layout.Sandbox, idle time.Duration) *fsutil.Lock {
+	lock, err := fsutil.TryLock(files.BusyLock())
+	if err != nil {
+		return nil // held: in use
+	}
+	if fi, err := os.Stat(files.BusyLock()); err == nil && time.Since(fi.ModTime()) >= idle {
+		return lock
+	}
+	lock.Unlock()
+	return nil
 }
 
 // beginStop marks the session as stopping; only the first caller wins.

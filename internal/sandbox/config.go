@@ -51,7 +51,16 @@ type Config struct {
 	HostLoopback bool `yaml:"host_loopback,omitempty" json:"host_loopback,omitempty"`
 	// AutoPorts forwards every TCP port the guest listens on.
 	AutoPorts bool `yaml:"auto_ports,omitempty" json:"auto_ports,omitempty"`
+	// Role marks a sandbox heyvm keeps for itself ("builder": the VM
+	// that runs BuildKit); list hides it unless asked for --all.
+	Role string `yaml:"role,omitempty" json:"role,omitempty"`
+	// IdleStop stops the sandbox once its busy lock has been free and
+	// untouched for this long.
+	IdleStop Duration `yaml:"idle_stop,omitempty" json:"idle_stop,omitempty"`
 }
+
+// RoleBuilder is the Role of an image builder sandbox.
+const RoleBuilder = "builder"
 
 // Workspace records the git worktree a `heyvm wt` sandbox serves.
 type Workspace struct {

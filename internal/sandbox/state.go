@@ -54,6 +54,7 @@ type StopInfo struct {
 const (
 	StopRequested = "stopped"   // heyvm stop / rm / end of a foreground session
 	StopExpired   = "expired"   // TTL ran out
+	StopIdle      = "idle"      // unused for its idle_stop time (the image builder)
 	StopGuest     = "poweroff"  // the guest powered itself off
 	StopCrashed   = "crashed"   // the hypervisor died
 	StopFailed    = "failed"    // boot or provisioning failed

@@ -82,6 +82,9 @@ func Files(root layout.Root, backend string, im *image.Image, shape Shape) layou
 // none. One made from another version of the image, or by another build
 // of the hypervisor (build, from backend.HypervisorBuild), is removed.
 func Find(root layout.Root, backend, build string, im *image.Image, shape Shape) *Snapshot {
+	if im.Meta.ColdOnly {
+		return nil
+	}
 	files := Files(root, backend, im, shape)
 	if _, err := os.Stat(files.WarmMeta()); err != nil {
 		return nil

@@ -125,7 +125,7 @@ func homeOf(env []string) string {
 // cleanupHome stops and removes every sandbox in a home, so no VM or
 // owner this test run started outlives it.
 func cleanupHome(env []string) {
-	out, _, _ := runIn(env, "", "list", "--json")
+	out, _, _ := runIn(env, "", "list", "--json", "--all")
 	var list []struct{ ID string }
 	json.Unmarshal([]byte(out), &list)
 	for _, s := range list {

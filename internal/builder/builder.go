@@ -1,0 +1,333 @@
+// Package builder runs `heyvm images build` inside a heyvm builder VM:
+// Docker's engine (BuildKit) builds the Dockerfile there, and a script
+// run as root in the guest turns the result into a bootable ext4 root
+// file system, so the host needs neither Docker nor root. The CLI owns
+// the builder sandbox's life; this package drives one build over SSH.
+package builder
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/heyvm/heyvm/internal/sshclient"
+)
+
+//go:embed guest/dockerd.sh
+var dockerdScript string
+
+//go:embed guest/import.sh
+var importScript string
+
+//go:embed guest/convert.sh
+var convertScript string
+
+// Guest paths of the builder's two shares.
+const (
+	GuestImagesDir = "/heyvm-images" // the host's image store, read-only
+	GuestXferDir   = "/heyvm-xfer"   // per-build output, read-write
+)
+
+// guestWorkDir holds each build's context in the builder.
+const guestWorkDir = "/var/lib/heyvm-build"
+
+// Base is a heyvm image used as a FROM: the engine gets it once per
+// rootfs digest, under Tag.
+type Base struct {
+	GuestDir string // the image's folder under GuestImagesDir
+	Tag      string
+}
+
+// Request is one build.
+type Request struct {
+	ID             string // unique per build: names the guest's work
+	Dockerfile     []byte // as BuildKit gets it (FROMs rewritten)
+	DockerfileName string // the user's path, for messages
+	Context        io.Reader
+	BuildArgs      []string
+	NoCache        bool
+	SizeMB         int
+	Bases          []Base
+	// InsecureRegistries are host:port (as the guest sees them) the
+	// engine may reach over plain HTTP.
+	InsecureRegistries []string
+	// DefaultImageGuestDir and DefaultKernelVersion name the image whose
+	// kernel a root without one boots.
+	DefaultImageGuestDir string
+	DefaultKernelVersion string
+	InitramfsModules     []string
+	// Saved, when set, is an image already built elsewhere (`docker
+	// save` of SavedTag by a Docker engine on the host): it is loaded and
+	// converted instead of built.
+	Saved    io.Reader
+	SavedTag string
+	// Out receives BuildKit's progress and the conversion's steps.
+	Out io.Writer
+}
+
+// ImageConfig is what the built image says about running it, recorded in
+// image.yaml for `images inspect`.
+type ImageConfig struct {
+	Cmd          []string          `json:"Cmd" yaml:"cmd,omitempty"`
+	Entrypoint   []string          `json:"Entrypoint" yaml:"entrypoint,omitempty"`
+	Env          []string          `json:"Env" yaml:"env,omitempty"`
+	WorkingDir   string            `json:"WorkingDir" yaml:"working_dir,omitempty"`
+	User         string            `json:"User" yaml:"user,omitempty"`
+	ExposedPorts map[string]any    `json:"ExposedPorts" yaml:"-"`
+	Expose       []string          `json:"-" yaml:"expose,omitempty"`
+	Labels       map[string]string `json:"Labels" yaml:"labels,omitempty"`
+}
+
+// Result is what a finished conversion left in the build's folder.
+type Result struct {
+	Facts  map[string]string
+	Config ImageConfig
+	// BuildTime is BuildKit's part (or loading a saved image), and
+	// ConvertTime the conversion's, writing the ext4 included.
+	BuildTime, ConvertTime time.Duration
+}
+
+// MissingError lists what a root lacks to boot under heyvm.
+type MissingError struct{ Missing []string }
+
+func (e *MissingError) Error() string {
+	return "the image cannot boot under heyvm; it lacks:\n  - " + strings.Join(e.Missing, "\n  - ")
+}
+
+// TooSmallError: the root does not fit the requested disk size.
+type TooSmallError struct{ UsedMB, SizeMB int }
+
+func (e *TooSmallError) Error() string {
+	return fmt.Sprintf("the built root holds %d MiB, too much for --size-mb %d: give --size-mb %d or more", e.UsedMB, e.SizeMB, e.UsedMB*5/4+128)
+}
+
+// Run builds req in the builder reached by c. The root file system is
+// written to GuestXferDir/ID in the guest (the host's matching folder).
+func Run(ctx context.Context, c *ssh.Client, req Request) (*Result, error) {
+	daemon, _ := json.Marshal(map[string]any{
+		"iptables": false, "bridge": "none", "log-level": "warn",
+		"insecure-registries": append([]string{}, req.InsecureRegistries...),
+	})
+	if _, err := runScript(ctx, c, dockerdScript, nil, req.Out, string(daemon)); err != nil {
+		return nil, fmt.Errorf("start the builder's Docker engine: %w", err)
+	}
+	for _, b := range req.Bases {
+		if _, err := runScript(ctx, c, importScript, nil, req.Out, b.GuestDir, b.Tag); err != nil {
+			return nil, fmt.Errorf("give the builder the base image %s: %w", b.GuestDir, err)
+		}
+	}
+	work := guestWorkDir + "/" + req.ID
+	tag := "heyvm-build/" + req.ID
+	defer cleanupGuest(c, work, tag)
+	q := sshclient.ShellQuote
+	began := time.Now()
+	if req.Saved != nil {
+		if _, err := runCommand(ctx, c, "docker load -q && docker tag "+q(req.SavedTag)+" "+q(tag)+" && docker rmi "+q(req.SavedTag)+" >/dev/null", req.Saved, req.Out); err != nil {
+			return nil, fmt.Errorf("load the image into the builder: %w", err)
+		}
+	} else if err := buildImage(ctx, c, req, work, tag); err != nil {
+		return nil, err
+	}
+	buildTime := time.Since(began)
+	began = time.Now()
+
+	var cfg ImageConfig
+	out, err := runCommand(ctx, c, "docker image inspect --format '{{json .Config}}' "+q(tag), nil, nil)
+	if err != nil {
+		return nil, fmt.Errorf("read the built image's config: %w", err)
+	}
+	if err := json.Unmarshal([]byte(strings.TrimSpace(out)), &cfg); err != nil {
+		return nil, fmt.Errorf("read the built image's config: %w", err)
+	}
+	for p := range cfg.ExposedPorts {
+		cfg.Expose = append(cfg.Expose, p)
+	}
+	sort.Strings(cfg.Expose)
+
+	args := append([]string{tag, GuestXferDir + "/" + req.ID, fmt.Sprint(req.SizeMB), req.DefaultImageGuestDir, req.DefaultKernelVersion}, req.InitramfsModules...)
+	tail, err := runScript(ctx, c, convertScript, nil, req.Out, args...)
+	if err != nil {
+		return nil, convertError(tail, req.SizeMB, err)
+	}
+	res := &Result{Config: cfg, BuildTime: buildTime}
+	facts, err := runCommand(ctx, c, "cat "+q(GuestXferDir+"/"+req.ID+"/facts"), nil, nil)
+	if err != nil {
+		return nil, fmt.Errorf("read the conversion's results: %w", err)
+	}
+	res.Facts = ParseFacts(facts)
+	res.ConvertTime = time.Since(began)
+	if res.Facts["done"] != "yes" {
+		return nil, errors.New("the conversion did not finish: see its output above")
+	}
+	return res, nil
+}
+
+// buildImage sends the context and runs BuildKit on it, tagging the
+// result.
+func buildImage(ctx context.Context, c *ssh.Client, req Request, work, tag string) error {
+	q := sshclient.ShellQuote
+	if _, err := runCommand(ctx, c, "rm -rf "+q(work)+" && mkdir -p "+q(work+"/context")+" && tar -x -C "+q(work+"/context"), req.Context, nil); err != nil {
+		return fmt.Errorf("send the build context: %w", err)
+	}
+	if _, err := runCommand(ctx, c, "cat >"+q(work+"/Dockerfile"), bytes.NewReader(req.Dockerfile), nil); err != nil {
+		return fmt.Errorf("send the Dockerfile: %w", err)
+	}
+
+	build := []string{"DOCKER_BUILDKIT=1", "docker", "build", "--progress=plain", "--network=host",
+		"-f", work + "/Dockerfile", "-t", tag}
+	for _, a := range req.BuildArgs {
+		build = append(build, "--build-arg", a)
+	}
+	if req.NoCache {
+		build = append(build, "--no-cache")
+	}
+	build = append(build, work+"/context")
+	quoted := make([]string, len(build))
+	for i, a := range build {
+		quoted[i] = q(a)
+	}
+	quoted[0] = build[0]
+	tail, err := runLines(ctx, c, strings.Join(quoted, " ")+" 2>&1", nil, req.Out)
+	if err != nil {
+		return buildError(req.DockerfileName, tail, err)
+	}
+	return nil
+}
+
+// ParseFacts reads convert.sh's key=value lines; its last line, "done",
+// counts as done=yes.
+func ParseFacts(s string) map[string]string {
+	m := map[string]string{}
+	for _, l := range strings.Split(s, "\n") {
+		l = strings.TrimSpace(l)
+		if l == "done" {
+			m["done"] = "yes"
+		} else if k, v, ok := strings.Cut(l, "="); ok {
+			m[k] = v
+		}
+	}
+	return m
+}
+
+// cleanupGuest drops the build's context and tag; BuildKit's cache of
+// the steps stays (it is the builder's step cache).
+func cleanupGuest(c *ssh.Client, work, tag string) {
+	ctx := context.Background()
+	q := sshclient.ShellQuote
+	runCommand(ctx, c, "rm -rf "+q(work)+"; docker rmi "+q(tag)+" >/dev/null 2>&1; true", nil, nil)
+}
+
+// buildError turns a failed `docker build` into one error: BuildKit's
+// last words, which name the Dockerfile line, the missing file or the
+// failing command.
+func buildError(dockerfile string, tail []string, err error) error {
+	var msg []string
+	for _, l := range tail {
+		switch {
+		case strings.Contains(l, "failed to solve"), strings.Contains(l, "ERROR:"),
+			strings.HasPrefix(l, "error "), strings.Contains(l, "dockerfile parse error"):
+			msg = append(msg, strings.TrimSpace(l))
+		}
+	}
+	if len(msg) == 0 {
+		msg = tail
+	}
+	if len(msg) > 3 {
+		msg = msg[len(msg)-3:]
+	}
+	return fmt.Errorf("building %s failed (no image was made): %s", dockerfile, strings.Join(msg, "; "))
+}
+
+// convertError explains a failed conversion.
+func convertError(tail []string, sizeMB int, err error) error {
+	var missing []string
+	for _, l := range tail {
+		if m, ok := strings.CutPrefix(l, "HEYVM-MISSING "); ok {
+			missing = append(missing, m)
+		}
+		if used, ok := strings.CutPrefix(l, "HEYVM-TOO-SMALL "); ok {
+			var n int
+			fmt.Sscan(used, &n)
+			return &TooSmallError{UsedMB: n, SizeMB: sizeMB}
+		}
+	}
+	if len(missing) > 0 {
+		return &MissingError{Missing: missing}
+	}
+	return fmt.Errorf("making the image bootable failed: %w: %s", err, strings.Join(tail, "\n"))
+}
+
+// runScript runs a bash script (passed inline) with args.
+func runScript(ctx context.Context, c *ssh.Client, script string, stdin io.Reader, out io.Writer, args ...string) ([]string, error) {
+	q := sshclient.ShellQuote
+	cmd := "bash -c " + q(script) + " heyvm"
+	for _, a := range args {
+		cmd += " " + q(a)
+	}
+	return runLines(ctx, c, cmd+" 2>&1", stdin, out)
+}
+
+// runCommand runs a command; it returns its output when out is nil (and
+// streams it to out otherwise, returning the last lines).
+func runCommand(ctx context.Context, c *ssh.Client, cmd string, stdin io.Reader, out io.Writer) (string, error) {
+	if out != nil {
+		tail, err := runLines(ctx, c, cmd, stdin, out)
+		return strings.Join(tail, "\n"), err
+	}
+	var buf bytes.Buffer
+	code, err := sshclient.Exec(ctx, c, sshclient.ExecOptions{Command: cmd, Stdin: stdin, Stdout: &buf, Stderr: &buf})
+	if err == nil && code != 0 {
+		err = fmt.Errorf("exit status %d: %s", code, strings.TrimSpace(lastLines(buf.String(), 10)))
+	}
+	return buf.String(), err
+}
+
+// runLines streams a command's output to out line by line and keeps the
+// last lines for the error.
+func runLines(ctx context.Context, c *ssh.Client, cmd string, stdin io.Reader, out io.Writer) ([]string, error) {
+	if out == nil {
+		out = io.Discard
+	}
+	pr, pw := io.Pipe()
+	var tail []string
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		sc := bufio.NewScanner(pr)
+		sc.Buffer(make([]byte, 64*1024), 1024*1024)
+		for sc.Scan() {
+			l := sc.Text()
+			fmt.Fprintln(out, l)
+			tail = append(tail, l)
+			if len(tail) > 40 {
+				tail = tail[1:]
+			}
+		}
+		io.Copy(io.Discard, pr)
+	}()
+	code, err := sshclient.Exec(ctx, c, sshclient.ExecOptions{Command: cmd, Stdin: stdin, Stdout: pw, Stderr: pw})
+	pw.Close()
+	<-done
+	if err == nil && code != 0 {
+		err = fmt.Errorf("exit status %d", code)
+	}
+	return tail, err
+}
+
+func lastLines(s string, n int) string {
+	l := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(l) > n {
+		l = l[len(l)-n:]
+	}
+	return strings.Join(l, "\n")
+}
