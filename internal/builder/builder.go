@@ -9,7 +9,9 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
 	_ "embed"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -71,6 +73,9 @@ type Request struct {
 	// converted instead of built.
 	Saved    io.Reader
 	SavedTag string
+	// Unchanged, when set, is asked with the built image's id whether
+	// the store already holds its conversion (an unchanged rebuild).
+	Unchanged func(imageID string) bool
 	// Out receives BuildKit's progress and the conversion's steps.
 	Out io.Writer
 }
@@ -95,6 +100,20 @@ type Result struct {
 	// BuildTime is BuildKit's part (or loading a saved image), and
 	// ConvertTime the conversion's, writing the ext4 included.
 	BuildTime, ConvertTime time.Duration
+	// ImageID is the engine's id of the built image.
+	ImageID string
+	// Unchanged: Request.Unchanged said the store already holds this
+	// build's result; nothing was converted.
+	Unchanged bool
+}
+
+// ConvertKey identifies everything besides the built image that goes
+// into a conversion's result: heyvm's script, the disk size, and the
+// default image that gives a root without a kernel its kernel.
+func ConvertKey(sizeMB int, defaultRootfsSHA256, defaultKernel string, modules []string) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\n%d\n%s\n%s\n%v", convertScript, sizeMB, defaultRootfsSHA256, defaultKernel, modules)
+	return hex.EncodeToString(h.Sum(nil))[:16]
 }
 
 // MissingError lists what a root lacks to boot under heyvm.
@@ -141,25 +160,32 @@ func Run(ctx context.Context, c *ssh.Client, req Request) (*Result, error) {
 	buildTime := time.Since(began)
 	began = time.Now()
 
-	var cfg ImageConfig
-	out, err := runCommand(ctx, c, "docker image inspect --format '{{json .Config}}' "+q(tag), nil, nil)
+	var built struct {
+		ID     string `json:"Id"`
+		Config ImageConfig
+	}
+	out, err := runCommand(ctx, c, "docker image inspect --format '{{json .}}' "+q(tag), nil, nil)
 	if err != nil {
 		return nil, fmt.Errorf("read the built image's config: %w", err)
 	}
-	if err := json.Unmarshal([]byte(strings.TrimSpace(out)), &cfg); err != nil {
+	if err := json.Unmarshal([]byte(strings.TrimSpace(out)), &built); err != nil {
 		return nil, fmt.Errorf("read the built image's config: %w", err)
 	}
+	cfg := built.Config
 	for p := range cfg.ExposedPorts {
 		cfg.Expose = append(cfg.Expose, p)
 	}
 	sort.Strings(cfg.Expose)
+	if req.Unchanged != nil && req.Unchanged(built.ID) {
+		return &Result{Config: cfg, ImageID: built.ID, Unchanged: true, BuildTime: buildTime}, nil
+	}
 
 	args := append([]string{tag, GuestXferDir + "/" + req.ID, fmt.Sprint(req.SizeMB), req.DefaultImageGuestDir, req.DefaultKernelVersion}, req.InitramfsModules...)
 	tail, err := runScript(ctx, c, convertScript, nil, req.Out, args...)
 	if err != nil {
 		return nil, convertError(tail, req.SizeMB, err)
 	}
-	res := &Result{Config: cfg, BuildTime: buildTime}
+	res := &Result{Config: cfg, ImageID: built.ID, BuildTime: buildTime}
 	facts, err := runCommand(ctx, c, "cat "+q(GuestXferDir+"/"+req.ID+"/facts"), nil, nil)
 	if err != nil {
 		return nil, fmt.Errorf("read the conversion's results: %w", err)

@@ -69,6 +69,7 @@ func newImagesCmd(ios IO) *cobra.Command {
 	}
 	build.Flags().StringVar(&bo.Arch, "arch", "", "guest architecture: amd64 or arm64 (default: this host's)")
 	build.Flags().BoolVar(&bo.Force, "force", false, "rebuild even if the image exists")
+	build.Flags().BoolVar(&bo.Builder, "builder", false, "build the image of `images build`'s builder VM (heyvm-builder) instead, e.g. to push it for a Mac")
 
 	prune := &cobra.Command{
 		Use: "prune", Short: "Empty the image builder's step cache (removes the builder VMs; the next build makes a fresh one)", Args: cobra.NoArgs,
@@ -238,6 +239,9 @@ type BuildDefaultOptions struct {
 	Backend string
 	Arch    string
 	Force   bool
+	// Builder builds the image builder's image (heyvm-builder) instead,
+	// for a Mac to pull.
+	Builder bool
 }
 
 // RunBuildDefault builds the default image (or returns it if present).
@@ -251,6 +255,9 @@ func RunBuildDefault(ctx context.Context, ios IO, o BuildDefaultOptions) (*image
 		if arch, err = image.NormalizeArch(o.Arch); err != nil {
 			return nil, err
 		}
+	}
+	if o.Builder {
+		return buildBuilderImage(ctx, ios, st, arch)
 	}
 	if !o.Force {
 		if im, err := st.Resolve(image.DefaultNameFor(st.Backend, arch)); err == nil {

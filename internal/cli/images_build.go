@@ -237,6 +237,16 @@ func RunImagesBuild(ctx context.Context, ios IO, o *ImagesBuildOptions) (*image.
 	go func() { ctxW.CloseWithError(builder.ContextTar(o.Context, ctxW)) }()
 	defer ctxR.Close()
 
+	convertKey := builder.ConvertKey(o.SizeMB, def.Meta.SHA256[layout.ImageRootfs], def.Meta.KernelVersion, imagebuild.OwnKernelModules)
+	var current *image.Image
+	unchanged := func(imageID string) bool {
+		im, err := st.Resolve(o.Name)
+		if err != nil || im.Meta.Dockerfile == nil || im.Meta.Dockerfile.ImageID != imageID || im.Meta.Dockerfile.ConvertKey != convertKey {
+			return false
+		}
+		current = im
+		return true
+	}
 	fmt.Fprintf(ios.ErrOut, "building %s in the builder VM %s\n", o.File, sb.Config.Name)
 	res, err := builder.Run(ctx, conn.Client, builder.Request{
 		ID: id, Dockerfile: plan.dockerfile, DockerfileName: o.File, Context: ctxR,
@@ -245,7 +255,7 @@ func RunImagesBuild(ctx context.Context, ios IO, o *ImagesBuildOptions) (*image.
 		DefaultImageGuestDir: guestImageDir(def),
 		DefaultKernelVersion: def.Meta.KernelVersion,
 		InitramfsModules:     imagebuild.OwnKernelModules,
-		Saved:                saved, SavedTag: savedTag,
+		Saved:                saved, SavedTag: savedTag, Unchanged: unchanged,
 		Out: ios.ErrOut,
 	})
 	if err != nil {
@@ -253,12 +263,18 @@ func RunImagesBuild(ctx context.Context, ios IO, o *ImagesBuildOptions) (*image.
 		return nil, err
 	}
 
+	if res.Unchanged {
+		fmt.Fprintf(ios.ErrOut, "image %s is up to date (the build's result is unchanged) in %s\n", current.Name, time.Since(began).Round(100*time.Millisecond))
+		fmt.Fprintln(ios.Out, current.Name)
+		return current, nil
+	}
 	staging, err := os.MkdirTemp(st.Dir(), ".dockerbuild-")
 	if err != nil {
 		return nil, err
 	}
 	defer os.RemoveAll(staging)
-	info := image.DockerfileInfo{File: o.File, Context: o.Context, BuildArgs: o.BuildArgs, Engine: o.Engine, Bases: plan.names}
+	info := image.DockerfileInfo{File: o.File, Context: o.Context, BuildArgs: o.BuildArgs, Engine: o.Engine, Bases: plan.names,
+		ImageID: res.ImageID, ConvertKey: convertKey}
 	if _, err := builder.Assemble(xfer, staging, def, res, builder.Image{
 		Name: o.Name, Backend: st.Backend, Arch: arch, SizeMB: o.SizeMB, Info: info, Duration: time.Since(began),
 	}); err != nil {
@@ -348,16 +364,14 @@ func ensureBuilder(ctx context.Context, ios IO, e env, hb backend.Backend, arch 
 	hostStore := image.Store{Root: e.root, Backend: hb.Name()}
 	rebuilt := false
 	im, err := hostStore.Resolve(imName)
-	if err != nil || im.Meta.Build.RecipeHash != imagebuild.RecipeHashWith(imagebuild.BuilderPackages) {
-		fmt.Fprintf(ios.ErrOut, "making the builder image %s (once per arch and heyvm version)\n", imName)
-		prog := newBuildProgress(ios.ErrOut)
-		_, err := imagebuild.Build(ctx, imagebuild.Options{
-			Store: hostStore, Arch: arch, Name: imName, Force: true,
-			ExtraPackages: imagebuild.BuilderPackages, Progress: prog, SelfExec: selfExec(assembleCmdName),
-		})
-		prog.Done()
-		if err != nil {
-			return nil, fmt.Errorf("make the builder image: %w", err)
+	switch {
+	case err != nil && runtime.GOOS != "linux":
+		return nil, fmt.Errorf("the builder image %s is not here: on a Linux machine run `heyvm images build-default --builder --backend %s --arch %s` and `heyvm images push %s REF`, then here `heyvm images pull REF --name %s`", imName, hb.Name(), arch, imName, imName)
+	case err != nil || (runtime.GOOS == "linux" && im.Meta.Build.RecipeHash != imagebuild.RecipeHashWith(imagebuild.BuilderPackages)):
+		// Missing, or made by another heyvm version's recipe: (re)made
+		// here. A Mac keeps the one it pulled.
+		if _, err := buildBuilderImage(ctx, ios, hostStore, arch); err != nil {
+			return nil, err
 		}
 		rebuilt = true
 	}
@@ -410,6 +424,22 @@ func ensureBuilder(ctx context.Context, ios IO, e env, hb backend.Backend, arch 
 			{Tag: "heyvm-xfer", HostPath: xfer, GuestPath: builder.GuestXferDir},
 		},
 	})
+}
+
+// buildBuilderImage (re)makes the builder image of arch in st.
+func buildBuilderImage(ctx context.Context, ios IO, st image.Store, arch string) (*image.Image, error) {
+	name := builderImageName(st.Backend, arch)
+	fmt.Fprintf(ios.ErrOut, "making the builder image %s (once per arch and heyvm version)\n", name)
+	prog := newBuildProgress(ios.ErrOut)
+	im, err := imagebuild.Build(ctx, imagebuild.Options{
+		Store: st, Arch: arch, Name: name, Force: true,
+		ExtraPackages: imagebuild.BuilderPackages, Progress: prog, SelfExec: selfExec(assembleCmdName),
+	})
+	prog.Done()
+	if err != nil {
+		return nil, fmt.Errorf("make the builder image: %w", err)
+	}
+	return im, nil
 }
 
 // startBuilder starts the builder VM if it is not running and waits

@@ -56,6 +56,10 @@ type DockerfileInfo struct {
 	User       string            `yaml:"user,omitempty" json:"user,omitempty"`
 	Expose     []string          `yaml:"expose,omitempty" json:"expose,omitempty"`
 	Labels     map[string]string `yaml:"labels,omitempty" json:"labels,omitempty"`
+	// ImageID (the engine's id of the built image) and ConvertKey (what
+	// else made the disk) let an unchanged rebuild skip the conversion.
+	ImageID    string `yaml:"image_id,omitempty" json:"image_id,omitempty"`
+	ConvertKey string `yaml:"convert_key,omitempty" json:"convert_key,omitempty"`
 }
 
 // FeatureHostLink: the init brings up the host-only SSH link named by

@@ -144,3 +144,30 @@ func TestGuestFiles(t *testing.T) {
 		t.Error("ready line missing")
 	}
 }
+
+// A root's own kernel: what it lacks is skipped unless heyvm cannot boot
+// without it (ext4 built in counts as there).
+func TestResolveAvailable(t *testing.T) {
+	idx, err := ParseModuleIndex(strings.NewReader(modulesDep), strings.NewReader("kernel/fs/ext4/ext4.ko\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	order, err := idx.ResolveAvailable(append(OwnKernelModules, "no_such_optional"), OwnKernelRequired)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(order) == 0 || order[0] != "kernel/drivers/virtio/virtio_ring.ko" {
+		t.Errorf("order %v", order)
+	}
+	seen := map[string]int{}
+	for _, m := range order {
+		seen[m]++
+		if seen[m] > 1 {
+			t.Errorf("%s listed twice", m)
+		}
+	}
+	noExt4, _ := ParseModuleIndex(strings.NewReader(modulesDep), strings.NewReader(""))
+	if _, err := noExt4.ResolveAvailable(OwnKernelModules, OwnKernelRequired); err == nil || !strings.Contains(err.Error(), "ext4") {
+		t.Errorf("a kernel without ext4: %v", err)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/heyvm/heyvm/internal/backend"
+	"github.com/heyvm/heyvm/internal/fsutil"
 	"github.com/heyvm/heyvm/internal/image"
 	"github.com/heyvm/heyvm/internal/layout"
 	"github.com/heyvm/heyvm/internal/sandbox"
@@ -87,5 +88,35 @@ func TestIdentityScript(t *testing.T) {
 	}
 	if !strings.Contains(b, "mount -t virtiofs -o ro m0 '/work space'") || !strings.Contains(b, "modprobe virtiofs") {
 		t.Errorf("share mount missing:\n%s", b)
+	}
+}
+
+func TestIdleLock(t *testing.T) {
+	files := layout.Sandbox{Dir: t.TempDir()}
+	// Never used: the first look starts the idle clock.
+	if l := idleLock(files, time.Minute); l != nil {
+		t.Fatal("a sandbox nobody has used yet counted as idle at once")
+	}
+	old := time.Now().Add(-2 * time.Minute)
+	os.Chtimes(files.BusyLock(), old, old)
+	held, err := fsutil.TryLock(files.BusyLock())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l := idleLock(files, time.Minute); l != nil {
+		t.Fatal("a held busy lock counted as idle")
+	}
+	held.Unlock()
+	l := idleLock(files, time.Minute)
+	if l == nil {
+		t.Fatal("unheld and untouched for twice the idle time: not idle")
+	}
+	// Held through the stop: a user arriving now waits.
+	if _, err := fsutil.TryLock(files.BusyLock()); err == nil {
+		t.Fatal("idleLock did not keep the lock")
+	}
+	l.Unlock()
+	if d := idleCheckEvery(10 * time.Minute); d != 30*time.Second {
+		t.Errorf("idleCheckEvery(10m) = %s", d)
 	}
 }

@@ -30,6 +30,7 @@ var (
 	skipWhy   string
 	shared    string // name of a sandbox shared by read-only tests
 	sharedEnv []string
+	sharedDir string // the run's scratch folder
 )
 
 func TestMain(m *testing.M) {
@@ -78,6 +79,12 @@ func TestMain(m *testing.M) {
 			return 1
 		}
 		defer cleanupHome(sharedEnv)
+		sharedDir = dir
+		defer func() {
+			if buildEnv != nil {
+				cleanupHome(buildEnv)
+			}
+		}()
 		return m.Run()
 	}()
 	os.Exit(code)

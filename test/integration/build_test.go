@@ -1,0 +1,304 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
+	"github.com/heyvm/heyvm/internal/image"
+	"github.com/heyvm/heyvm/internal/ociimage/ocitest"
+)
+
+// The build tests share one HEYO_HOME, so one builder VM (and its step
+// cache) serves them all, as it would a user. Its builder image lives in
+// the image cache, like the default image.
+var (
+	buildOnce sync.Once
+	buildEnv  []string
+)
+
+func buildHome(t *testing.T) []string {
+	t.Helper()
+	needVM(t)
+	buildOnce.Do(func() { buildEnv = newHome(sharedDir) })
+	return buildEnv
+}
+
+// build runs `heyvm images build` (which may first make the builder
+// image and VM: minutes under TCG) and returns stdout, stderr and the
+// exit code.
+func build(env []string, args ...string) (string, string, int) {
+	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, heyvmBin, append([]string{"images", "build"}, args...)...)
+	cmd.Env = env
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	code := 0
+	if err := cmd.Run(); err != nil {
+		code = -1
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		}
+	}
+	return out.String(), errb.String(), code
+}
+
+func mustBuild(t *testing.T, env []string, args ...string) string {
+	t.Helper()
+	out, errOut, code := build(env, args...)
+	if code != 0 {
+		t.Fatalf("images build %s: exit %d\n%s\n%s", strings.Join(args, " "), code, out, errOut)
+	}
+	return errOut
+}
+
+// writeFiles writes a build context.
+func writeFiles(t *testing.T, dir string, files map[string]string) {
+	t.Helper()
+	for n, body := range files {
+		p := filepath.Join(dir, n)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+type inspectJSON struct {
+	SHA256     map[string]string     `json:"sha256"`
+	ColdOnly   bool                  `json:"cold_only"`
+	Dockerfile *image.DockerfileInfo `json:"dockerfile"`
+	KernelVer  string                `json:"kernel_version"`
+	Features   []string              `json:"guest_features"`
+}
+
+func inspectImage(t *testing.T, env []string, name string) inspectJSON {
+	t.Helper()
+	var m inspectJSON
+	if err := json.Unmarshal([]byte(must(t, env, "images", "inspect", "--json", name)), &m); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func TestImagesBuildFromDefault(t *testing.T) {
+	env := buildHome(t)
+	dir := t.TempDir()
+	writeFiles(t, dir, map[string]string{
+		"Dockerfile": `FROM default AS base
+ARG GREETING=hello
+ENV APP_HOME=/srv/app
+WORKDIR /srv/app
+RUN useradd -m -s /bin/bash alice && echo "$GREETING from $APP_HOME" > note.txt
+COPY --chown=alice:alice app/ ./app/
+USER alice
+RUN whoami > /home/alice/who && pwd > /home/alice/where
+USER root
+FROM base
+COPY --from=base /srv/app/note.txt /opt/note-copied.txt
+RUN echo "stage two" > /opt/stage2
+EXPOSE 8080/tcp
+LABEL org.heyvm.test=yes
+CMD ["/usr/bin/env"]
+`,
+		"app/run.sh":    "#!/bin/sh\necho run\n",
+		"app/secret.tx": "must not be sent",
+		".dockerignore": "app/*.tx\n",
+	})
+	errOut := mustBuild(t, env, "--file", filepath.Join(dir, "Dockerfile"), "--name", "built", "--build-arg", "GREETING=hi", "--size-mb", "2048")
+	for _, want := range []string{"RUN useradd", "built image built"} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("build output lacks %q:\n%s", want, errOut)
+		}
+	}
+	// The builder VM is heyvm's own: hidden from list, shown by list --all.
+	if l := must(t, env, "list"); strings.Contains(l, "heyvm-builder") {
+		t.Errorf("list shows the builder VM:\n%s", l)
+	}
+	if l := must(t, env, "list", "--all"); !strings.Contains(l, "heyvm-builder-amd64") {
+		t.Errorf("list --all does not show the builder VM:\n%s", l)
+	}
+
+	m := inspectImage(t, env, "built")
+	d := m.Dockerfile
+	if d == nil || d.Init != "heyvm" || d.Kernel != "default" || strings.Join(d.Cmd, " ") != "/usr/bin/env" ||
+		strings.Join(d.Expose, " ") != "8080/tcp" || d.Labels["org.heyvm.test"] != "yes" || d.WorkingDir != "/srv/app" {
+		t.Errorf("image.yaml's dockerfile record: %+v", d)
+	}
+	if m.ColdOnly || len(m.Features) == 0 {
+		t.Errorf("an image FROM default should keep warm start and the host link: cold_only %v, features %v", m.ColdOnly, m.Features)
+	}
+	if text := must(t, env, "images", "inspect", "built"); !strings.Contains(text, "Expose:     8080/tcp") || !strings.Contains(text, "Label:      org.heyvm.test=yes") {
+		t.Errorf("images inspect does not show EXPOSE and LABEL:\n%s", text)
+	}
+
+	must(t, env, "create", "--name", "from-built", "--image", "built", "--memory", "512")
+	out := must(t, env, "exec", "from-built", "--", "bash", "-c",
+		`cat /srv/app/note.txt /opt/note-copied.txt /opt/stage2 /home/alice/who /home/alice/where; stat -c '%U:%G %a' /srv/app/app/run.sh; ls /srv/app/app; id -u alice; ls /etc/ssh/ssh_host_* | wc -l; hostname`)
+	want := "hi from /srv/app\nhi from /srv/app\nstage two\nalice\n/srv/app\nalice:alice 644\nrun.sh\n1000\n2\nfrom-built\n"
+	if out != want {
+		t.Errorf("the booted image shows:\n%s\nwant:\n%s", out, want)
+	}
+	must(t, env, "rm", "-f", "-y", "from-built")
+
+	// Unchanged: every step comes from the builder's cache, and the
+	// image in the store is kept as it is.
+	errOut = mustBuild(t, env, "--file", filepath.Join(dir, "Dockerfile"), "--name", "built", "--build-arg", "GREETING=hi", "--size-mb", "2048")
+	if strings.Count(errOut, "CACHED") < 5 || !strings.Contains(errOut, "image built is up to date") {
+		t.Errorf("an unchanged rebuild did not use the step cache:\n%s", errOut)
+	}
+	if again := inspectImage(t, env, "built"); again.SHA256["rootfs.img"] != m.SHA256["rootfs.img"] {
+		t.Errorf("an unchanged rebuild rewrote the image")
+	}
+}
+
+func TestImagesBuildFailures(t *testing.T) {
+	env := buildHome(t)
+	dir := t.TempDir()
+	writeFiles(t, dir, map[string]string{
+		"ok.Dockerfile":      "FROM default\nRUN echo first > /etc/version-marker\n",
+		"nosshd.Dockerfile":  "FROM default\nRUN rm /usr/sbin/sshd\n",
+		"badline.Dockerfile": "FROM default\nRUN true\nBOGUS instruction\n",
+		"nocopy.Dockerfile":  "FROM default\nCOPY not-there.txt /x\n",
+		"failrun.Dockerfile": "FROM default\nRUN echo second > /etc/version-marker\nRUN exit 7\n",
+	})
+	mustBuild(t, env, "--file", filepath.Join(dir, "ok.Dockerfile"), "--name", "keepme", "--size-mb", "2048")
+	before := inspectImage(t, env, "keepme").SHA256
+
+	for _, c := range []struct{ file, want string }{
+		{"nosshd.Dockerfile", "apt-get install -y openssh-server"},
+		{"badline.Dockerfile", "line 3"},
+		{"nocopy.Dockerfile", "not-there.txt"},
+		{"failrun.Dockerfile", "exit code: 7"},
+	} {
+		out, errOut, code := build(env, "--file", filepath.Join(dir, c.file), "--name", "keepme", "--size-mb", "2048")
+		if code == 0 {
+			t.Errorf("%s built: %s", c.file, out)
+			continue
+		}
+		last := errOut[strings.LastIndex(errOut, "heyvm: "):]
+		if !strings.Contains(last, c.want) {
+			t.Errorf("%s: error %q does not contain %q", c.file, last, c.want)
+		}
+	}
+	if after := inspectImage(t, env, "keepme").SHA256; after["rootfs.img"] != before["rootfs.img"] {
+		t.Errorf("a failed build replaced the image of the same name")
+	}
+	if l := must(t, env, "images", "list"); strings.Contains(l, ".dockerbuild") {
+		t.Errorf("a failed build left a staging folder in the list:\n%s", l)
+	}
+	fails(t, env, "--size-mb 10 is out of range", "images", "build", "--file", filepath.Join(dir, "ok.Dockerfile"), "--name", "x", "--size-mb", "10")
+}
+
+// A base image from a registry on the host's loopback: the test makes it
+// from the default image's files without heyvm's init (so the build has
+// to add it), and serves it from an in-process registry on 127.0.0.1.
+func TestImagesBuildFromRegistry(t *testing.T) {
+	env := buildHome(t)
+	reg := ocitest.Start(t)
+	layerTar := filepath.Join(t.TempDir(), "root.tar")
+	f, err := os.Create(layerTar)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(heyvmBin, "exec", shared, "--", "tar", "-C", "/", "--one-file-system", "--numeric-owner", "-c",
+		"--exclude=./etc/heyvm", "--exclude=./etc/inittab", "--exclude=./sbin/init", "--exclude=./usr/sbin/init",
+		"--exclude=./root/.ssh", "--exclude=./etc/ssh/ssh_host_*", "--exclude=./tmp/*", "--exclude=./var/log/*", ".")
+	cmd.Env, cmd.Stdout = sharedEnv, f
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("tar the default image's files: %v\n%s", err, stderr.String())
+	}
+	f.Close()
+	layer, err := tarball.LayerFromFile(layerTar)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := mutate.AppendLayers(empty.Image, layer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, err := name.ParseReference(reg.Host+"/team/noinit:1", name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(ref, img); err != nil {
+		t.Fatal(err)
+	}
+
+	dir := t.TempDir()
+	writeFiles(t, dir, map[string]string{
+		"Dockerfile": "FROM " + reg.Host + "/team/noinit:1\nRUN echo from-the-registry > /etc/marker\n",
+	})
+	// Plain HTTP to a loopback registry only with --insecure-registry.
+	_, errOut, code := build(env, "--file", filepath.Join(dir, "Dockerfile"), "--name", "from-reg", "--size-mb", "2048")
+	if code == 0 || !strings.Contains(errOut, "HTTP") {
+		t.Errorf("a plain-HTTP registry without --insecure-registry: exit %d\n%s", code, errOut)
+	}
+	mustBuild(t, env, "--file", filepath.Join(dir, "Dockerfile"), "--name", "from-reg", "--size-mb", "2048", "--insecure-registry")
+	if d := inspectImage(t, env, "from-reg").Dockerfile; d == nil || d.Init != "injected" {
+		t.Errorf("a root with no init should get heyvm's: %+v", d)
+	}
+	must(t, env, "create", "--name", "from-reg", "--image", "from-reg", "--memory", "512")
+	out := must(t, env, "exec", "from-reg", "--", "sh", "-c", "cat /etc/marker; readlink /sbin/init; test -x /etc/heyvm/rc.sysinit && echo layer")
+	if out != "from-the-registry\n/bin/busybox\nlayer\n" {
+		t.Errorf("the image from the registry shows %q", out)
+	}
+	must(t, env, "rm", "-f", "-y", "from-reg")
+}
+
+// The one test that reaches the Debian archive: apt-get in a RUN. It also
+// brings its own kernel in /boot, which heyvm boots with an initramfs of
+// that root's modules.
+func TestImagesBuildAptAndOwnKernel(t *testing.T) {
+	env := buildHome(t)
+	dir := t.TempDir()
+	def, err := image.ReadMetadata(defaultImageDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	kernel, err := os.ReadFile(filepath.Join(defaultImageDir(), "vmlinuz"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFiles(t, dir, map[string]string{
+		"vmlinuz": string(kernel),
+		"Dockerfile": "FROM default\n" +
+			"RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends hello && rm -rf /var/lib/apt/lists/*\n" +
+			"COPY vmlinuz /boot/vmlinuz-" + def.KernelVersion + "\n",
+	})
+	mustBuild(t, env, "--file", filepath.Join(dir, "Dockerfile"), "--name", "with-apt", "--size-mb", "2048")
+	m := inspectImage(t, env, "with-apt")
+	if m.Dockerfile == nil || m.Dockerfile.Kernel != "own" || m.KernelVer != def.KernelVersion {
+		t.Errorf("the root's own kernel was not used: %+v kernel %s", m.Dockerfile, m.KernelVer)
+	}
+	must(t, env, "create", "--name", "with-apt", "--image", "with-apt", "--memory", "512")
+	out := must(t, env, "exec", "with-apt", "--", "sh", "-c", "hello; uname -r; ls /boot")
+	if out != "Hello, world!\n"+def.KernelVersion+"\n" {
+		t.Errorf("the apt-built image shows %q", out)
+	}
+	must(t, env, "rm", "-f", "-y", "with-apt")
+
+	// prune empties the step cache: the builder VM goes.
+	must(t, env, "images", "prune")
+	if l := must(t, env, "list", "--all"); strings.Contains(l, "heyvm-builder") {
+		t.Errorf("prune left the builder VM:\n%s", l)
+	}
+}
