@@ -50,6 +50,27 @@ type Base struct {
 	Tag      string
 }
 
+// Pull is a base the engine pulls (Ref) and knows as Tag.
+type Pull struct{ Ref, Tag string }
+
+// PulledTag is the local-only name a pulled base gets.
+func PulledTag(ref string) string {
+	name, tag := ref, "latest"
+	if i := strings.LastIndex(ref, ":"); i > strings.LastIndex(ref, "/") {
+		name, tag = ref[:i], ref[i+1:]
+	}
+	name = strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '/' || r == '-' || r == '_' || r == '.' {
+			return r
+		}
+		if r >= 'A' && r <= 'Z' {
+			return r + 'a' - 'A'
+		}
+		return '-'
+	}, name)
+	return "heyvm-pulled/" + strings.ReplaceAll(name, ".", "-") + ":" + tag
+}
+
 // Request is one build.
 type Request struct {
 	ID             string // unique per build: names the guest's work
@@ -63,6 +84,12 @@ type Request struct {
 	// InsecureRegistries are host:port (as the guest sees them) the
 	// engine may reach over plain HTTP.
 	InsecureRegistries []string
+	// Pulls are bases pulled by the engine's classic puller before the
+	// build and tagged with a local-only name the Dockerfile then uses:
+	// BuildKit in Docker's engine ignores insecure-registries
+	// (moby/moby#41080), and resolves a registry ref remotely even when
+	// the image is in the engine, but takes a local-only name locally.
+	Pulls []Pull
 	// DefaultImageGuestDir and DefaultKernelVersion name the image whose
 	// kernel a root without one boots.
 	DefaultImageGuestDir string
@@ -143,6 +170,12 @@ func Run(ctx context.Context, c *ssh.Client, req Request) (*Result, error) {
 	for _, b := range req.Bases {
 		if _, err := runScript(ctx, c, importScript, nil, req.Out, b.GuestDir, b.Tag); err != nil {
 			return nil, fmt.Errorf("give the builder the base image %s: %w", b.GuestDir, err)
+		}
+	}
+	for _, p := range req.Pulls {
+		q := sshclient.ShellQuote
+		if _, err := runCommand(ctx, c, "docker pull -q "+q(p.Ref)+" && docker tag "+q(p.Ref)+" "+q(p.Tag), nil, req.Out); err != nil {
+			return nil, fmt.Errorf("pull the base image %s: %w", p.Ref, err)
 		}
 	}
 	work := guestWorkDir + "/" + req.ID

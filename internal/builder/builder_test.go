@@ -154,3 +154,14 @@ func TestErrorsNameTheFix(t *testing.T) {
 		t.Errorf("too-small error %v", err)
 	}
 }
+
+func TestPulledTag(t *testing.T) {
+	for ref, want := range map[string]string{
+		"10.0.2.2:5000/team/NoInit:1": "heyvm-pulled/10-0-2-2-5000/team/noinit:1",
+		"10.0.2.2:5000/base":          "heyvm-pulled/10-0-2-2-5000/base:latest",
+	} {
+		if got := PulledTag(ref); got != want {
+			t.Errorf("PulledTag(%q) = %q, want %q", ref, got, want)
+		}
+	}
+}

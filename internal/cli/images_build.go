@@ -251,7 +251,7 @@ func RunImagesBuild(ctx context.Context, ios IO, o *ImagesBuildOptions) (*image.
 	res, err := builder.Run(ctx, conn.Client, builder.Request{
 		ID: id, Dockerfile: plan.dockerfile, DockerfileName: o.File, Context: ctxR,
 		BuildArgs: o.BuildArgs, NoCache: o.NoCache, SizeMB: o.SizeMB, Bases: plan.bases,
-		InsecureRegistries:   plan.insecure,
+		InsecureRegistries: plan.insecure, Pulls: plan.pulls,
 		DefaultImageGuestDir: guestImageDir(def),
 		DefaultKernelVersion: def.Meta.KernelVersion,
 		InitramfsModules:     imagebuild.OwnKernelModules,
@@ -259,7 +259,12 @@ func RunImagesBuild(ctx context.Context, ios IO, o *ImagesBuildOptions) (*image.
 		Out: ios.ErrOut,
 	})
 	if err != nil {
-		_, _ = conn.outcome(-1, err)
+		if _, lost := conn.outcome(-1, err); lost != err && lost != nil {
+			return nil, lost
+		}
+		if strings.Contains(err.Error(), "HTTP response to HTTPS client") && !o.InsecureRegistry {
+			return nil, fmt.Errorf("%w; for a plain-HTTP registry on this host's loopback, add --insecure-registry", err)
+		}
 		return nil, err
 	}
 
@@ -310,6 +315,7 @@ type basePlan struct {
 	bases        []builder.Base
 	names        []string // every base, as written
 	insecure     []string
+	pulls        []builder.Pull
 	needLoopback bool
 }
 
@@ -343,7 +349,9 @@ func planBases(ctx context.Context, ios IO, e env, st image.Store, arch string, 
 				return nil, fmt.Errorf("line %d: FROM %s is on this host's loopback, which the %s builder cannot reach: push the image to a registry it can reach", f.Line, f.Ref, hostBackend)
 			}
 			guest := builder.GuestRegistry(reg, "10.0.2.2")
-			rewrite[f.Line] = builder.RewriteRegistry(f.Ref, guest)
+			pull := builder.RewriteRegistry(f.Ref, guest)
+			rewrite[f.Line] = builder.PulledTag(pull)
+			p.pulls = append(p.pulls, builder.Pull{Ref: pull, Tag: rewrite[f.Line]})
 			p.needLoopback = true
 			if insecure {
 				p.insecure = append(p.insecure, guest)
