@@ -86,10 +86,12 @@ type Request struct {
 	InsecureRegistries []string
 	// Pulls are bases pulled by the engine's classic puller before the
 	// build and tagged with a local-only name the Dockerfile then uses:
-	// BuildKit in Docker's engine ignores insecure-registries
-	// (moby/moby#41080), and resolves a registry ref remotely even when
-	// the image is in the engine, but takes a local-only name locally.
+	// BuildKit in Docker's engine ignores insecure-registries when it
+	// resolves a base in a registry (moby/moby#41080), but takes an image
+	// the engine holds, if its platform matches, from the engine.
 	Pulls []Pull
+	// Arch is the build's (Debian) architecture.
+	Arch string
 	// DefaultImageGuestDir and DefaultKernelVersion name the image whose
 	// kernel a root without one boots.
 	DefaultImageGuestDir string
@@ -174,8 +176,12 @@ func Run(ctx context.Context, c *ssh.Client, req Request) (*Result, error) {
 	}
 	for _, p := range req.Pulls {
 		q := sshclient.ShellQuote
-		if _, err := runCommand(ctx, c, "docker pull -q "+q(p.Ref)+" && docker tag "+q(p.Ref)+" "+q(p.Tag), nil, req.Out); err != nil {
+		out, err := runCommand(ctx, c, "docker pull -q "+q(p.Ref)+" >/dev/null && docker tag "+q(p.Ref)+" "+q(p.Tag)+" && docker image inspect --format '{{.Os}}/{{.Architecture}}' "+q(p.Tag), nil, nil)
+		if err != nil {
 			return nil, fmt.Errorf("pull the base image %s: %w", p.Ref, err)
+		}
+		if got := strings.TrimSpace(out); got != "linux/"+req.Arch {
+			return nil, fmt.Errorf("the base image %s is for %q, not linux/%s: give a base built for linux/%s (its config's os and architecture)", p.Ref, got, req.Arch, req.Arch)
 		}
 	}
 	work := guestWorkDir + "/" + req.ID
@@ -366,7 +372,14 @@ func runLines(ctx context.Context, c *ssh.Client, cmd string, stdin io.Reader, o
 		sc.Buffer(make([]byte, 64*1024), 1024*1024)
 		for sc.Scan() {
 			l := sc.Text()
-			fmt.Fprintln(out, l)
+			switch {
+			case strings.HasPrefix(l, "HEYVM-STEP "):
+				fmt.Fprintln(out, "--> "+strings.TrimPrefix(l, "HEYVM-STEP "))
+			case strings.HasPrefix(l, "HEYVM-"):
+				// a result for the error, not a line to show
+			default:
+				fmt.Fprintln(out, l)
+			}
 			tail = append(tail, l)
 			if len(tail) > 40 {
 				tail = tail[1:]

@@ -251,7 +251,7 @@ func RunImagesBuild(ctx context.Context, ios IO, o *ImagesBuildOptions) (*image.
 	res, err := builder.Run(ctx, conn.Client, builder.Request{
 		ID: id, Dockerfile: plan.dockerfile, DockerfileName: o.File, Context: ctxR,
 		BuildArgs: o.BuildArgs, NoCache: o.NoCache, SizeMB: o.SizeMB, Bases: plan.bases,
-		InsecureRegistries: plan.insecure, Pulls: plan.pulls,
+		InsecureRegistries: plan.insecure, Pulls: plan.pulls, Arch: arch,
 		DefaultImageGuestDir: guestImageDir(def),
 		DefaultKernelVersion: def.Meta.KernelVersion,
 		InitramfsModules:     imagebuild.OwnKernelModules,

@@ -235,6 +235,14 @@ func TestImagesBuildFromRegistry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf.OS, cf.Architecture = "linux", "amd64"
+	if img, err = mutate.ConfigFile(img, cf); err != nil {
+		t.Fatal(err)
+	}
 	ref, err := name.ParseReference(reg.Host+"/team/noinit:1", name.Insecure)
 	if err != nil {
 		t.Fatal(err)
