@@ -16,6 +16,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -25,11 +27,8 @@ import (
 	"github.com/heyvm/heyvm/internal/sshclient"
 )
 
-//go:embed guest/dockerd.sh
-var dockerdScript string
-
-//go:embed guest/import.sh
-var importScript string
+//go:embed guest/prepare.sh
+var prepareScript string
 
 //go:embed guest/convert.sh
 var convertScript string
@@ -41,7 +40,7 @@ const (
 )
 
 // guestWorkDir holds each build's context in the builder.
-const guestWorkDir = "/var/lib/heyvm-build"
+const guestWorkDir = "/var/lib/heyvm-build/work"
 
 // Base is a heyvm image used as a FROM: the engine gets it once per
 // rootfs digest, under Tag.
@@ -74,13 +73,16 @@ func PulledTag(ref string) string {
 // Request is one build.
 type Request struct {
 	ID             string // unique per build: names the guest's work
+	Tag            string // the engine's name for the result (one per image name)
 	Dockerfile     []byte // as BuildKit gets it (FROMs rewritten)
 	DockerfileName string // the user's path, for messages
-	Context        io.Reader
-	BuildArgs      []string
-	NoCache        bool
-	SizeMB         int
-	Bases          []Base
+	ContextDir     string
+	// HostOut is the host's side of GuestXferDir/ID.
+	HostOut   string
+	BuildArgs []string
+	NoCache   bool
+	SizeMB    int
+	Bases     []Base
 	// InsecureRegistries are host:port (as the guest sees them) the
 	// engine may reach over plain HTTP.
 	InsecureRegistries []string
@@ -166,13 +168,12 @@ func Run(ctx context.Context, c *ssh.Client, req Request) (*Result, error) {
 		"iptables": false, "bridge": "none", "log-level": "warn",
 		"insecure-registries": append([]string{}, req.InsecureRegistries...),
 	})
-	if _, err := runScript(ctx, c, dockerdScript, nil, req.Out, string(daemon)); err != nil {
-		return nil, fmt.Errorf("start the builder's Docker engine: %w", err)
-	}
+	prep := []string{string(daemon)}
 	for _, b := range req.Bases {
-		if _, err := runScript(ctx, c, importScript, nil, req.Out, b.GuestDir, b.Tag); err != nil {
-			return nil, fmt.Errorf("give the builder the base image %s: %w", b.GuestDir, err)
-		}
+		prep = append(prep, b.GuestDir, b.Tag)
+	}
+	if _, err := runScript(ctx, c, prepareScript, nil, req.Out, prep...); err != nil {
+		return nil, fmt.Errorf("get the builder's Docker engine ready: %w", err)
 	}
 	for _, p := range req.Pulls {
 		q := sshclient.ShellQuote
@@ -185,15 +186,20 @@ func Run(ctx context.Context, c *ssh.Client, req Request) (*Result, error) {
 		}
 	}
 	work := guestWorkDir + "/" + req.ID
-	tag := "heyvm-build/" + req.ID
-	defer cleanupGuest(c, work, tag)
+	// One tag per image name: a rebuild moves it, so nothing is left to
+	// remove (the old image's layers stay in the step cache).
+	tag := "heyvm-build/" + req.Tag
 	q := sshclient.ShellQuote
 	began := time.Now()
+	inspect := "echo \"HEYVM-IMAGE $(docker image inspect --format '{{json .}}' " + q(tag) + ")\""
+	var tail []string
+	var err error
 	if req.Saved != nil {
-		if _, err := runCommand(ctx, c, "docker load -q && docker tag "+q(req.SavedTag)+" "+q(tag)+" && docker rmi "+q(req.SavedTag)+" >/dev/null", req.Saved, req.Out); err != nil {
+		tail, err = runLines(ctx, c, "docker load -q && docker tag "+q(req.SavedTag)+" "+q(tag)+" && docker rmi "+q(req.SavedTag)+" >/dev/null && "+inspect, req.Saved, req.Out)
+		if err != nil {
 			return nil, fmt.Errorf("load the image into the builder: %w", err)
 		}
-	} else if err := buildImage(ctx, c, req, work, tag); err != nil {
+	} else if tail, err = buildImage(ctx, c, req, work, tag, inspect); err != nil {
 		return nil, err
 	}
 	buildTime := time.Since(began)
@@ -203,12 +209,8 @@ func Run(ctx context.Context, c *ssh.Client, req Request) (*Result, error) {
 		ID     string `json:"Id"`
 		Config ImageConfig
 	}
-	out, err := runCommand(ctx, c, "docker image inspect --format '{{json .}}' "+q(tag), nil, nil)
-	if err != nil {
-		return nil, fmt.Errorf("read the built image's config: %w", err)
-	}
-	if err := json.Unmarshal([]byte(strings.TrimSpace(out)), &built); err != nil {
-		return nil, fmt.Errorf("read the built image's config: %w", err)
+	if err := json.Unmarshal([]byte(lastWith(tail, "HEYVM-IMAGE ")), &built); err != nil || built.ID == "" {
+		return nil, fmt.Errorf("read the built image's config: %v", err)
 	}
 	cfg := built.Config
 	for p := range cfg.ExposedPorts {
@@ -220,16 +222,16 @@ func Run(ctx context.Context, c *ssh.Client, req Request) (*Result, error) {
 	}
 
 	args := append([]string{tag, GuestXferDir + "/" + req.ID, fmt.Sprint(req.SizeMB), req.DefaultImageGuestDir, req.DefaultKernelVersion}, req.InitramfsModules...)
-	tail, err := runScript(ctx, c, convertScript, nil, req.Out, args...)
+	tail, err = runScript(ctx, c, convertScript, nil, req.Out, args...)
 	if err != nil {
 		return nil, convertError(tail, req.SizeMB, err)
 	}
 	res := &Result{Config: cfg, ImageID: built.ID, BuildTime: buildTime}
-	facts, err := runCommand(ctx, c, "cat "+q(GuestXferDir+"/"+req.ID+"/facts"), nil, nil)
+	facts, err := os.ReadFile(filepath.Join(req.HostOut, "facts"))
 	if err != nil {
 		return nil, fmt.Errorf("read the conversion's results: %w", err)
 	}
-	res.Facts = ParseFacts(facts)
+	res.Facts = ParseFacts(string(facts))
 	res.ConvertTime = time.Since(began)
 	if res.Facts["done"] != "yes" {
 		return nil, errors.New("the conversion did not finish: see its output above")
@@ -237,17 +239,11 @@ func Run(ctx context.Context, c *ssh.Client, req Request) (*Result, error) {
 	return res, nil
 }
 
-// buildImage sends the context and runs BuildKit on it, tagging the
-// result.
-func buildImage(ctx context.Context, c *ssh.Client, req Request, work, tag string) error {
+// buildImage sends the context and the Dockerfile in one tar stream and
+// runs BuildKit on them, tagging the result and then running inspect
+// (one SSH round trip: the context is removed at once after).
+func buildImage(ctx context.Context, c *ssh.Client, req Request, work, tag, inspect string) ([]string, error) {
 	q := sshclient.ShellQuote
-	if _, err := runCommand(ctx, c, "rm -rf "+q(work)+" && mkdir -p "+q(work+"/context")+" && tar -x -C "+q(work+"/context"), req.Context, nil); err != nil {
-		return fmt.Errorf("send the build context: %w", err)
-	}
-	if _, err := runCommand(ctx, c, "cat >"+q(work+"/Dockerfile"), bytes.NewReader(req.Dockerfile), nil); err != nil {
-		return fmt.Errorf("send the Dockerfile: %w", err)
-	}
-
 	build := []string{"DOCKER_BUILDKIT=1", "docker", "build", "--progress=plain", "--network=host",
 		"-f", work + "/Dockerfile", "-t", tag}
 	for _, a := range req.BuildArgs {
@@ -262,11 +258,26 @@ func buildImage(ctx context.Context, c *ssh.Client, req Request, work, tag strin
 		quoted[i] = q(a)
 	}
 	quoted[0] = build[0]
-	tail, err := runLines(ctx, c, strings.Join(quoted, " ")+" 2>&1", nil, req.Out)
+	pr, pw := io.Pipe()
+	go func() { pw.CloseWithError(ContextTar(req.ContextDir, req.Dockerfile, pw)) }()
+	defer pr.Close()
+	script := "rm -rf " + q(guestWorkDir) + " && mkdir -p " + q(work) + " && tar -x -C " + q(work) + " || exit 1\n" +
+		strings.Join(quoted, " ") + " 2>&1\nrc=$?\nrm -rf " + q(work) + "\n[ $rc = 0 ] || exit $rc\n" + inspect
+	tail, err := runLines(ctx, c, "bash -c "+q(script), pr, req.Out)
 	if err != nil {
-		return buildError(req.DockerfileName, tail, err)
+		return nil, buildError(req.DockerfileName, tail, err)
 	}
-	return nil
+	return tail, nil
+}
+
+// lastWith is the rest of the last line starting with prefix.
+func lastWith(lines []string, prefix string) string {
+	for i := len(lines) - 1; i >= 0; i-- {
+		if v, ok := strings.CutPrefix(lines[i], prefix); ok {
+			return v
+		}
+	}
+	return ""
 }
 
 // ParseFacts reads convert.sh's key=value lines; its last line, "done",
@@ -282,14 +293,6 @@ func ParseFacts(s string) map[string]string {
 		}
 	}
 	return m
-}
-
-// cleanupGuest drops the build's context and tag; BuildKit's cache of
-// the steps stays (it is the builder's step cache).
-func cleanupGuest(c *ssh.Client, work, tag string) {
-	ctx := context.Background()
-	q := sshclient.ShellQuote
-	runCommand(ctx, c, "rm -rf "+q(work)+"; docker rmi "+q(tag)+" >/dev/null 2>&1; true", nil, nil)
 }
 
 // buildError turns a failed `docker build` into one error: BuildKit's

@@ -105,7 +105,7 @@ func TestContextTarHonoursDockerignore(t *testing.T) {
 	}
 	os.Symlink("app/main.go", filepath.Join(dir, "link"))
 	var buf bytes.Buffer
-	if err := ContextTar(dir, &buf); err != nil {
+	if err := ContextTar(dir, []byte("FROM x\n"), &buf); err != nil {
 		t.Fatal(err)
 	}
 	tr := tar.NewReader(&buf)
@@ -121,16 +121,17 @@ func TestContextTarHonoursDockerignore(t *testing.T) {
 		if h.Uid != 0 || h.Gid != 0 {
 			t.Errorf("%s owned by %d:%d, want root", h.Name, h.Uid, h.Gid)
 		}
-		if h.Name == "link" && h.Linkname != "app/main.go" {
+		if h.Name == "context/link" && h.Linkname != "app/main.go" {
 			t.Errorf("symlink target %q", h.Linkname)
 		}
-		if h.Name == "app/main.go" && h.Mode&0o777 != 0o640 {
+		if h.Name == "context/app/main.go" && h.Mode&0o777 != 0o640 {
 			t.Errorf("mode %o, want 640", h.Mode)
 		}
-		names = append(names, h.Name)
+		names = append(names, strings.TrimPrefix(h.Name, "context/"))
 	}
 	sort.Strings(names)
-	want := []string{".dockerignore", "Dockerfile", "app/", "app/main.go", "keep.env", "link"}
+	// The context's own Dockerfile, and the one heyvm sends after it.
+	want := []string{".dockerignore", "Dockerfile", "Dockerfile", "app/", "app/main.go", "keep.env", "link"}
 	if !reflect.DeepEqual(names, want) {
 		t.Fatalf("context holds %v, want %v", names, want)
 	}

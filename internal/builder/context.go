@@ -12,11 +12,11 @@ import (
 	"github.com/moby/patternmatcher/ignorefile"
 )
 
-// ContextTar writes the build context in dir as a tar stream, leaving out
-// what its .dockerignore names (with Docker's own matcher), as the Docker
-// CLI sends it: owned by root, modes and symlinks kept, special files
-// skipped.
-func ContextTar(dir string, w io.Writer) error {
+// ContextTar writes the build context in dir as a tar stream under
+// context/, leaving out what its .dockerignore names (with Docker's own
+// matcher), as the Docker CLI sends it: owned by root, modes and symlinks
+// kept, special files skipped. The Dockerfile follows as Dockerfile.
+func ContextTar(dir string, dockerfile []byte, w io.Writer) error {
 	var pm *patternmatcher.PatternMatcher
 	if f, err := os.Open(filepath.Join(dir, ".dockerignore")); err == nil {
 		patterns, err := ignorefile.ReadAll(f)
@@ -67,7 +67,7 @@ func ContextTar(dir string, w io.Writer) error {
 		if err != nil {
 			return err
 		}
-		h.Name = rel
+		h.Name = "context/" + rel
 		if fi.IsDir() {
 			h.Name += "/"
 		}
@@ -88,6 +88,12 @@ func ContextTar(dir string, w io.Writer) error {
 	})
 	if err != nil {
 		return fmt.Errorf("read the build context %s: %w", dir, err)
+	}
+	if err := tw.WriteHeader(&tar.Header{Name: "Dockerfile", Mode: 0o644, Size: int64(len(dockerfile)), Typeflag: tar.TypeReg}); err != nil {
+		return err
+	}
+	if _, err := tw.Write(dockerfile); err != nil {
+		return err
 	}
 	return tw.Close()
 }

@@ -233,9 +233,6 @@ func RunImagesBuild(ctx context.Context, ios IO, o *ImagesBuildOptions) (*image.
 		return nil, err
 	}
 	defer os.RemoveAll(xfer)
-	ctxR, ctxW := io.Pipe()
-	go func() { ctxW.CloseWithError(builder.ContextTar(o.Context, ctxW)) }()
-	defer ctxR.Close()
 
 	convertKey := builder.ConvertKey(o.SizeMB, def.Meta.SHA256[layout.ImageRootfs], def.Meta.KernelVersion, imagebuild.OwnKernelModules)
 	var current *image.Image
@@ -249,7 +246,8 @@ func RunImagesBuild(ctx context.Context, ios IO, o *ImagesBuildOptions) (*image.
 	}
 	fmt.Fprintf(ios.ErrOut, "building %s in the builder VM %s\n", o.File, sb.Config.Name)
 	res, err := builder.Run(ctx, conn.Client, builder.Request{
-		ID: id, Dockerfile: plan.dockerfile, DockerfileName: o.File, Context: ctxR,
+		ID: id, Tag: strings.ToLower(sandbox.SanitizeName(o.Name)), HostOut: xfer,
+		Dockerfile: plan.dockerfile, DockerfileName: o.File, ContextDir: o.Context,
 		BuildArgs: o.BuildArgs, NoCache: o.NoCache, SizeMB: o.SizeMB, Bases: plan.bases,
 		InsecureRegistries: plan.insecure, Pulls: plan.pulls, Arch: arch,
 		DefaultImageGuestDir: guestImageDir(def),

@@ -207,8 +207,9 @@ func TestImagesBuildFailures(t *testing.T) {
 }
 
 // A base image from a registry on the host's loopback: the test makes it
-// from the default image's files without heyvm's init (so the build has
-// to add it), and serves it from an in-process registry on 127.0.0.1.
+// from the default image's files without heyvm's init, busybox or kernel
+// modules (so the build has to add them, as for debian:12-slim), and
+// serves it from an in-process registry on 127.0.0.1.
 func TestImagesBuildFromRegistry(t *testing.T) {
 	env := buildHome(t)
 	reg := ocitest.Start(t)
@@ -219,6 +220,7 @@ func TestImagesBuildFromRegistry(t *testing.T) {
 	}
 	cmd := exec.Command(heyvmBin, "exec", shared, "--", "tar", "-C", "/", "--one-file-system", "--numeric-owner", "-c",
 		"--exclude=./etc/heyvm", "--exclude=./etc/inittab", "--exclude=./sbin/init", "--exclude=./usr/sbin/init",
+		"--exclude=./usr/bin/busybox", "--exclude=./usr/lib/modules",
 		"--exclude=./root/.ssh", "--exclude=./etc/ssh/ssh_host_*", "--exclude=./tmp/*", "--exclude=./var/log/*", ".")
 	cmd.Env, cmd.Stdout = sharedEnv, f
 	var stderr bytes.Buffer
@@ -265,8 +267,8 @@ func TestImagesBuildFromRegistry(t *testing.T) {
 		t.Errorf("a root with no init should get heyvm's: %+v", d)
 	}
 	must(t, env, "create", "--name", "from-reg", "--image", "from-reg", "--memory", "512")
-	out := must(t, env, "exec", "from-reg", "--", "sh", "-c", "cat /etc/marker; readlink /sbin/init; test -x /etc/heyvm/rc.sysinit && echo layer")
-	if out != "from-the-registry\n/bin/busybox\nlayer\n" {
+	out := must(t, env, "exec", "from-reg", "--", "sh", "-c", "cat /etc/marker; readlink /sbin/init; test -x /etc/heyvm/rc.sysinit && echo layer; test -d /lib/modules/$(uname -r) && echo modules")
+	if out != "from-the-registry\n/bin/busybox\nlayer\nmodules\n" {
 		t.Errorf("the image from the registry shows %q", out)
 	}
 	must(t, env, "rm", "-f", "-y", "from-reg")
