@@ -514,6 +514,9 @@ func buildWithHostDocker(ctx context.Context, ios IO, o *ImagesBuildOptions, arc
 		return nil, "", nil, err
 	}
 	return r, tag, func() {
+		// Closed first: a save nobody read (the builder failed to
+		// start) ends on a broken pipe instead of blocking.
+		r.Close()
 		save.Wait()
 		exec.Command("docker", "rmi", tag).Run()
 	}, nil
