@@ -218,6 +218,13 @@ func RunImagesBuild(ctx context.Context, ios IO, o *ImagesBuildOptions) (*image.
 		os.Chtimes(sb.Files.BusyLock(), now, now) // the idle clock starts now
 		busy.Unlock()
 	}()
+	// Under the busy lock, what a killed build of this arch left is
+	// garbage: its output folder and its staging folder in the store.
+	leftovers, _ := filepath.Glob(filepath.Join(e.root.BuilderXfer(arch), "*"))
+	staged, _ := filepath.Glob(filepath.Join(st.Dir(), ".dockerbuild-"+arch+"-*"))
+	for _, d := range append(leftovers, staged...) {
+		os.RemoveAll(d)
+	}
 	if err := startBuilder(ctx, errOut, e, sb); err != nil {
 		return nil, err
 	}
@@ -271,7 +278,7 @@ func RunImagesBuild(ctx context.Context, ios IO, o *ImagesBuildOptions) (*image.
 		fmt.Fprintln(ios.Out, current.Name)
 		return current, nil
 	}
-	staging, err := os.MkdirTemp(st.Dir(), ".dockerbuild-")
+	staging, err := os.MkdirTemp(st.Dir(), ".dockerbuild-"+arch+"-")
 	if err != nil {
 		return nil, err
 	}
