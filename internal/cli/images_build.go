@@ -225,6 +225,9 @@ func RunImagesBuild(ctx context.Context, ios IO, o *ImagesBuildOptions) (*image.
 	for _, d := range append(leftovers, staged...) {
 		os.RemoveAll(d)
 	}
+	if err := setBuilderLoopback(ctx, errOut, e, sb, plan.needLoopback); err != nil {
+		return nil, err
+	}
 	if err := startBuilder(ctx, errOut, e, sb); err != nil {
 		return nil, err
 	}
@@ -401,22 +404,6 @@ func ensureBuilder(ctx context.Context, ios IO, e env, hb backend.Backend, arch 
 		sb = nil
 	}
 	if sb != nil {
-		if sb.Config.HostLoopback == loopback {
-			return sb, nil
-		}
-		what := "closing"
-		if loopback {
-			what = "opening"
-		}
-		fmt.Fprintf(ios.ErrOut, "restarting the builder VM, %s the host's loopback to it\n", what)
-		if _, err := owner.Stop(ctx, sb, time.Minute); err != nil {
-			return nil, err
-		}
-		cfg, err := e.store.Update(ctx, sb.Config.ID, func(c *sandbox.Config) { c.HostLoopback = loopback })
-		if err != nil {
-			return nil, err
-		}
-		sb.Config = cfg
 		return sb, nil
 	}
 	images, err := filepath.EvalSymlinks(e.root.ImagesDir())
@@ -453,6 +440,29 @@ func buildBuilderImage(ctx context.Context, ios IO, st image.Store, arch string)
 		return nil, fmt.Errorf("make the builder image: %w", err)
 	}
 	return im, nil
+}
+
+// setBuilderLoopback restarts the builder VM with the host's loopback
+// opened or closed, if it is not so already. The caller holds its busy
+// lock, so no build is cut short.
+func setBuilderLoopback(ctx context.Context, ios IO, e env, sb *sandbox.Sandbox, loopback bool) error {
+	if sb.Config.HostLoopback == loopback {
+		return nil
+	}
+	what := "closing"
+	if loopback {
+		what = "opening"
+	}
+	fmt.Fprintf(ios.ErrOut, "restarting the builder VM, %s the host's loopback to it\n", what)
+	if _, err := owner.Stop(ctx, sb, time.Minute); err != nil {
+		return err
+	}
+	cfg, err := e.store.Update(ctx, sb.Config.ID, func(c *sandbox.Config) { c.HostLoopback = loopback })
+	if err != nil {
+		return err
+	}
+	sb.Config = cfg
+	return nil
 }
 
 // startBuilder starts the builder VM if it is not running and waits
