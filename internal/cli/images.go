@@ -177,10 +177,16 @@ func runImagesInspect(ios IO, backendName, name string, asJSON bool) error {
 		}{im.Dir, im.Meta})
 	}
 	m := im.Meta
-	fmt.Fprintf(ios.Out, "Name:     %s\nDir:      %s\nBackend:  %s\nArch:     %s\nKernel:   %s (%s)\nCmdline:  %s\nRootfs:   %s apparent, %s on disk\nCreated:  %s\nBuilt by: %s, %s %s in %s\n",
-		m.Name, im.Dir, m.Backend, m.Arch, m.KernelVersion, m.Build.Kernel, m.KernelCmdline,
-		humanBytes(m.RootfsSize), humanBytes(image.DiskUsage(im.Dir)), m.Created.Format(time.RFC3339),
-		m.Build.Tool, m.Build.Recipe, m.Build.Suite, m.Build.Duration)
+	kernel, built := m.KernelVersion, fmt.Sprintf("%s, %s %s in %s", m.Build.Tool, m.Build.Recipe, m.Build.Suite, m.Build.Duration)
+	if m.Build.Kernel != "" {
+		kernel += " (" + m.Build.Kernel + ")"
+	}
+	if m.Dockerfile != nil {
+		built = fmt.Sprintf("%s in %s", m.Build.Tool, m.Build.Duration)
+	}
+	fmt.Fprintf(ios.Out, "Name:     %s\nDir:      %s\nBackend:  %s\nArch:     %s\nKernel:   %s\nCmdline:  %s\nRootfs:   %s apparent, %s on disk\nCreated:  %s\nBuilt by: %s\n",
+		m.Name, im.Dir, m.Backend, m.Arch, kernel, m.KernelCmdline,
+		humanBytes(m.RootfsSize), humanBytes(image.DiskUsage(im.Dir)), m.Created.Format(time.RFC3339), built)
 	fmt.Fprintf(ios.Out, "Modules:  %s\n", strings.Join(m.Build.Modules, " "))
 	for _, f := range image.Files {
 		fmt.Fprintf(ios.Out, "sha256:   %s  %s\n", m.SHA256[f], f)
@@ -197,8 +203,11 @@ func runImagesInspect(ios IO, backendName, name string, asJSON bool) error {
 		if len(d.Expose) > 0 {
 			fmt.Fprintf(ios.Out, "Expose:     %s\n", strings.Join(d.Expose, " "))
 		}
-		if d.WorkingDir != "" || d.User != "" {
-			fmt.Fprintf(ios.Out, "Workdir:    %s\nUser:       %s\n", d.WorkingDir, d.User)
+		if d.WorkingDir != "" {
+			fmt.Fprintf(ios.Out, "Workdir:    %s\n", d.WorkingDir)
+		}
+		if d.User != "" {
+			fmt.Fprintf(ios.Out, "User:       %s\n", d.User)
 		}
 		for _, k := range slices.Sorted(maps.Keys(d.Labels)) {
 			fmt.Fprintf(ios.Out, "Label:      %s=%s\n", k, d.Labels[k])
