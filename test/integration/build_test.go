@@ -57,6 +57,16 @@ func build(env []string, args ...string) (string, string, int) {
 	return out.String(), errb.String(), code
 }
 
+// removesImages removes the test's images when it ends: test homes share
+// the cached image store.
+func removesImages(t *testing.T, env []string, names ...string) {
+	t.Cleanup(func() {
+		for _, n := range names {
+			runIn(env, "", "images", "rm", "--force", n)
+		}
+	})
+}
+
 func mustBuild(t *testing.T, env []string, args ...string) string {
 	t.Helper()
 	out, errOut, code := build(env, args...)
@@ -99,6 +109,7 @@ func inspectImage(t *testing.T, env []string, name string) inspectJSON {
 
 func TestImagesBuildFromDefault(t *testing.T) {
 	env := buildHome(t)
+	removesImages(t, env, "built")
 	dir := t.TempDir()
 	writeFiles(t, dir, map[string]string{
 		"Dockerfile": `FROM default AS base
@@ -170,6 +181,7 @@ CMD ["/usr/bin/env"]
 
 func TestImagesBuildFailures(t *testing.T) {
 	env := buildHome(t)
+	removesImages(t, env, "keepme")
 	dir := t.TempDir()
 	writeFiles(t, dir, map[string]string{
 		"ok.Dockerfile":      "FROM default\nRUN echo first > /etc/version-marker\n",
@@ -212,6 +224,7 @@ func TestImagesBuildFailures(t *testing.T) {
 // serves it from an in-process registry on 127.0.0.1.
 func TestImagesBuildFromRegistry(t *testing.T) {
 	env := buildHome(t)
+	removesImages(t, env, "from-reg")
 	reg := ocitest.Start(t)
 	layerTar := filepath.Join(t.TempDir(), "root.tar")
 	f, err := os.Create(layerTar)
@@ -279,6 +292,7 @@ func TestImagesBuildFromRegistry(t *testing.T) {
 // that root's modules.
 func TestImagesBuildAptAndOwnKernel(t *testing.T) {
 	env := buildHome(t)
+	removesImages(t, env, "with-apt")
 	dir := t.TempDir()
 	def, err := image.ReadMetadata(defaultImageDir())
 	if err != nil {
