@@ -50,13 +50,9 @@ func Assemble(xfer, dir string, def *image.Image, res *Result, want Image) (*ima
 		}
 		modules = def.Meta.Build.Modules
 	}
-	sums := map[string]string{}
-	for _, f := range image.Files {
-		s, err := image.FileSHA256(filepath.Join(dir, f))
-		if err != nil {
-			return nil, err
-		}
-		sums[f] = s
+	sums, err := image.FileSums(dir)
+	if err != nil {
+		return nil, err
 	}
 	info := want.Info
 	info.Kernel, info.Init = res.Facts["kernel"], res.Facts["init"]

@@ -103,6 +103,20 @@ func imageStore(backendName string) (image.Store, error) {
 	return image.Store{Root: root, Backend: backendName}, nil
 }
 
+// imageStoreForArch is imageStore plus the architecture asked for (the
+// backend's own when arch is empty).
+func imageStoreForArch(backendName, arch string) (image.Store, string, error) {
+	st, err := imageStore(backendName)
+	if err != nil {
+		return st, "", err
+	}
+	if arch == "" {
+		return st, image.BackendArch(st.Backend), nil
+	}
+	arch, err = image.NormalizeArch(arch)
+	return st, arch, err
+}
+
 func runImagesList(ios IO, backendName string, asJSON bool) error {
 	st, err := imageStore(backendName)
 	if err != nil {
@@ -255,15 +269,9 @@ type BuildDefaultOptions struct {
 
 // RunBuildDefault builds the default image (or returns it if present).
 func RunBuildDefault(ctx context.Context, ios IO, o BuildDefaultOptions) (*image.Image, error) {
-	st, err := imageStore(o.Backend)
+	st, arch, err := imageStoreForArch(o.Backend, o.Arch)
 	if err != nil {
 		return nil, err
-	}
-	arch := image.BackendArch(st.Backend)
-	if o.Arch != "" {
-		if arch, err = image.NormalizeArch(o.Arch); err != nil {
-			return nil, err
-		}
 	}
 	if o.Builder {
 		return buildBuilderImage(ctx, ios, st, arch)

@@ -156,15 +156,9 @@ func RunImagesBuild(ctx context.Context, ios IO, o *ImagesBuildOptions) (*image.
 	if err := o.validate(); err != nil {
 		return nil, err
 	}
-	st, err := imageStore(o.Backend)
+	st, arch, err := imageStoreForArch(o.Backend, o.Arch)
 	if err != nil {
 		return nil, err
-	}
-	arch := image.BackendArch(st.Backend)
-	if o.Arch != "" {
-		if arch, err = image.NormalizeArch(o.Arch); err != nil {
-			return nil, err
-		}
 	}
 	dockerfile, err := os.ReadFile(o.File)
 	if err != nil {

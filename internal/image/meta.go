@@ -140,6 +140,19 @@ func FileSHA256(path string) (string, error) {
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
+// FileSums hashes each of an image's Files in dir, for its image.yaml.
+func FileSums(dir string) (map[string]string, error) {
+	sums := map[string]string{}
+	for _, f := range Files {
+		s, err := FileSHA256(filepath.Join(dir, f))
+		if err != nil {
+			return nil, err
+		}
+		sums[f] = s
+	}
+	return sums, nil
+}
+
 // Verify recomputes each file's sha256 and compares it with image.yaml.
 // It reads every byte, so callers use it in checks, not on every boot.
 func Verify(dir string) error {

@@ -283,13 +283,9 @@ func buildInto(ctx context.Context, o Options, arch, out string) (*image.Metadat
 	}
 
 	p.Stage(totalStages, totalStages, "checksums")
-	sums := map[string]string{}
-	for _, f := range image.Files {
-		s, err := image.FileSHA256(filepath.Join(out, f))
-		if err != nil {
-			return nil, err
-		}
-		sums[f] = s
+	sums, err := image.FileSums(out)
+	if err != nil {
+		return nil, err
 	}
 	return &image.Metadata{
 		Name:          o.Name,
