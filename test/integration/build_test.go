@@ -2,7 +2,6 @@ package integration
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -41,20 +40,7 @@ func buildHome(t *testing.T) []string {
 // image and VM: minutes under TCG) and returns stdout, stderr and the
 // exit code.
 func build(env []string, args ...string) (string, string, int) {
-	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, heyvmBin, append([]string{"images", "build"}, args...)...)
-	cmd.Env = env
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	code := 0
-	if err := cmd.Run(); err != nil {
-		code = -1
-		if ee, ok := err.(*exec.ExitError); ok {
-			code = ee.ExitCode()
-		}
-	}
-	return out.String(), errb.String(), code
+	return runWithin(25*time.Minute, env, "", append([]string{"images", "build"}, args...)...)
 }
 
 // removesImages removes the test's images when it ends: test homes share

@@ -159,7 +159,12 @@ func needVM(t *testing.T) {
 // runIn runs heyvm with env and stdin, returning stdout, stderr and the
 // exit code.
 func runIn(env []string, stdin string, args ...string) (string, string, int) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	return runWithin(5*time.Minute, env, stdin, args...)
+}
+
+// runWithin is runIn with its own time limit.
+func runWithin(limit time.Duration, env []string, stdin string, args ...string) (string, string, int) {
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, heyvmBin, args...)
 	cmd.Env = env
