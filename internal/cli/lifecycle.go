@@ -154,7 +154,7 @@ func runSuspend(ctx context.Context, ios IO, sb *sandbox.Sandbox) error {
 	if err := owner.WaitGone(wctx, sb); err != nil {
 		return fmt.Errorf("sandbox %s was saved but its owner did not exit: %w", name, err)
 	}
-	fmt.Fprintf(ios.Out, "suspended %s in %s (%d MB saved); `heyvm start %s` resumes it\n", name, time.Since(began).Round(time.Millisecond), reply.Suspend.StateBytes>>20, name)
+	fmt.Fprintf(ios.Out, "suspended %s in %s (%d MB saved); `heyvm start %s` resumes it\n", name, time.Since(began).Round(time.Millisecond), reply.Suspend.DiskBytes>>20, name)
 	return nil
 }
 

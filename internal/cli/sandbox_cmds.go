@@ -22,6 +22,7 @@ import (
 	"github.com/heyvm/heyvm/internal/owner"
 	"github.com/heyvm/heyvm/internal/sandbox"
 	"github.com/heyvm/heyvm/internal/sshclient"
+	"github.com/heyvm/heyvm/internal/sshmux"
 	"github.com/heyvm/heyvm/internal/warm"
 )
 
@@ -465,15 +466,31 @@ func connect(ctx context.Context, e env, sb *sandbox.Sandbox) (*liveConn, error)
 	if err != nil {
 		return nil, err
 	}
-	key, err := sshclient.PinnedHostKey(sb.Files.KnownHosts())
+	c, err := dialShared(ctx, sb, st.Owner, signer)
 	if err != nil {
-		return nil, err
-	}
-	c, err := sshclient.Dial(ctx, sshclient.Target{Host: st.Owner.SSHHost, Port: st.Owner.SSHPort, User: "root", Signer: signer, HostKey: key})
-	if err != nil {
-		return nil, err
+		key, kerr := sshclient.PinnedHostKey(sb.Files.KnownHosts())
+		if kerr != nil {
+			return nil, kerr
+		}
+		if c, err = sshclient.Dial(ctx, sshclient.Target{Host: st.Owner.SSHHost, Port: st.Owner.SSHPort, User: "root", Signer: signer, HostKey: key}); err != nil {
+			return nil, err
+		}
 	}
 	return &liveConn{Client: c, sb: sb, dead: sshclient.KeepAlive(c, keepaliveInterval, keepaliveMisses)}, nil
+}
+
+// dialShared connects through the owner's shared guest connection
+// (ssh.sock), which spares the guest a handshake; an owner without one
+// (an older heyvm's) gives an error, and the caller dials the guest.
+func dialShared(ctx context.Context, sb *sandbox.Sandbox, oi *sandbox.OwnerInfo, signer ssh.Signer) (*ssh.Client, error) {
+	if oi == nil || oi.SSHSockKey == "" {
+		return nil, errors.New("the owner shares no connection")
+	}
+	key, _, _, _, err := ssh.ParseAuthorizedKey([]byte(oi.SSHSockKey))
+	if err != nil {
+		return nil, err
+	}
+	return sshmux.Dial(ctx, sb.Files.SSHSock(), key, signer)
 }
 
 // validateEnv checks --env values (create, wt and exec share it).

@@ -45,9 +45,16 @@ func sparseCopy(in, out *os.File) error {
 	if err := out.Truncate(size); err != nil {
 		return err
 	}
+	return CopyData(in, 0, size, out, 0)
+}
+
+// CopyData copies the data extents of in's [off, off+n) to out at outOff
+// onward: what is a hole in in is not written, so it stays a hole in a
+// new out. out must be large enough already.
+func CopyData(in *os.File, off, n int64, out *os.File, outOff int64) error {
 	inFd := int(in.Fd())
-	var off int64
-	for off < size {
+	start, end := off, off+n
+	for off < end {
 		data, err := unix.Seek(inFd, off, unix.SEEK_DATA)
 		if errors.Is(err, unix.ENXIO) {
 			break // only a hole remains
@@ -55,11 +62,15 @@ func sparseCopy(in, out *os.File) error {
 		if err != nil {
 			return fmt.Errorf("seek data: %w", err)
 		}
+		if data >= end {
+			break
+		}
 		hole, err := unix.Seek(inFd, data, unix.SEEK_HOLE)
 		if err != nil {
 			return fmt.Errorf("seek hole: %w", err)
 		}
-		if err := copyRange(in, out, data, hole-data); err != nil {
+		hole = min(hole, end)
+		if err := copyRange(in, out, data, outOff+data-start, hole-data); err != nil {
 			return err
 		}
 		off = hole
@@ -67,14 +78,15 @@ func sparseCopy(in, out *os.File) error {
 	return nil
 }
 
-// copyRange copies n bytes at off, in the kernel when it can.
-func copyRange(in, out *os.File, off, n int64) error {
+// copyRange copies n bytes at off in in to woff in out, in the kernel
+// when it can.
+func copyRange(in, out *os.File, off, woff, n int64) error {
 	for n > 0 {
-		roff, woff := off, off
-		c, err := unix.CopyFileRange(int(in.Fd()), &roff, int(out.Fd()), &woff, int(min(n, 1<<30)), 0)
+		roff, wo := off, woff
+		c, err := unix.CopyFileRange(int(in.Fd()), &roff, int(out.Fd()), &wo, int(min(n, 1<<30)), 0)
 		if err != nil {
 			if errors.Is(err, unix.EXDEV) || errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EINVAL) {
-				return copyPlain(in, out, off, n)
+				return copyPlain(in, out, off, woff, n)
 			}
 			return err
 		}
@@ -82,12 +94,28 @@ func copyRange(in, out *os.File, off, n int64) error {
 			return io.ErrUnexpectedEOF
 		}
 		off += int64(c)
+		woff += int64(c)
 		n -= int64(c)
 	}
 	return nil
 }
 
-func copyPlain(in, out *os.File, off, n int64) error {
-	_, err := io.Copy(io.NewOffsetWriter(out, off), io.NewSectionReader(in, off, n))
+// copyPlain copies across file systems (a memfd, say): sendfile, still
+// without a trip through user space, else read and write.
+func copyPlain(in, out *os.File, off, woff, n int64) error {
+	if _, err := out.Seek(woff, io.SeekStart); err == nil {
+		for n > 0 {
+			c, err := unix.Sendfile(int(out.Fd()), int(in.Fd()), &off, int(min(n, 1<<30)))
+			if err != nil || c == 0 {
+				break
+			}
+			woff += int64(c)
+			n -= int64(c)
+		}
+		if n == 0 {
+			return nil
+		}
+	}
+	_, err := io.Copy(io.NewOffsetWriter(out, woff), io.NewSectionReader(in, off, n))
 	return err
 }

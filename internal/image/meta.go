@@ -183,7 +183,7 @@ func DiskUsage(dir string) int64 {
 			return nil
 		}
 		if fi, err := d.Info(); err == nil {
-			total += allocatedBytes(fi)
+			total += fsutil.AllocatedBytes(fi)
 		}
 		return nil
 	})

@@ -190,7 +190,10 @@ func (s Sandbox) OwnerLog() string    { return filepath.Join(s.Dir, "owner.log")
 func (s Sandbox) ConsoleLog() string  { return filepath.Join(s.Dir, "console.log") }
 func (s Sandbox) ConsoleSock() string { return filepath.Join(s.Dir, "console.sock") }
 func (s Sandbox) ControlSock() string { return filepath.Join(s.Dir, "control.sock") }
-func (s Sandbox) LastStop() string    { return filepath.Join(s.Dir, "last_stop.json") }
+
+// SSHSock is the owner's shared SSH connection to the guest (sshmux).
+func (s Sandbox) SSHSock() string  { return filepath.Join(s.Dir, "ssh.sock") }
+func (s Sandbox) LastStop() string { return filepath.Join(s.Dir, "last_stop.json") }
 
 // SuspendState is the whole saved VM of a suspended sandbox (memory and
 // devices); SuspendInfo, written after it, marks the sandbox suspended.

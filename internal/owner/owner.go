@@ -28,6 +28,7 @@ import (
 	"github.com/heyvm/heyvm/internal/portfwd"
 	"github.com/heyvm/heyvm/internal/sandbox"
 	"github.com/heyvm/heyvm/internal/sshclient"
+	"github.com/heyvm/heyvm/internal/sshmux"
 	"github.com/heyvm/heyvm/internal/warm"
 )
 
@@ -59,6 +60,7 @@ type Session struct {
 	target  sshclient.Target
 	ports   *portfwd.Forwarder
 	control net.Listener
+	mux     *sshmux.Server // the shared guest connection (ssh.sock)
 	Info    sandbox.OwnerInfo
 
 	stopOnce sync.Once
@@ -220,8 +222,11 @@ func Boot(ctx context.Context, o BootOptions) (*Session, error) {
 		fmt.Fprintf(logw, "owner: the ready snapshot is loaded and running after %s\n", time.Since(started).Round(time.Millisecond))
 		grow := int64(cfg.DiskSizeMiB)<<20 > snap.DiskBytes()
 		ip = snap.Saved.GuestIP
-		hostKey, err := adoptRestored(bctx, s.console, cfg.Name, pubLine, grow, cfg.Mounts)
+		script, input, hostKey, err := identityScript(cfg.Name, cfg.Arch, pubLine, grow, cfg.Mounts)
 		if err != nil {
+			return fail(err)
+		}
+		if err := adoptRestored(bctx, s.console, script, input, hostKey); err != nil {
 			return fail(s.bootError(bctx, "giving the restored VM its identity", err))
 		}
 		fmt.Fprintf(logw, "owner: restored from the ready snapshot, with its own identity, after %s\n", time.Since(started).Round(time.Millisecond))
@@ -252,10 +257,18 @@ func Boot(ctx context.Context, o BootOptions) (*Session, error) {
 	if saved != nil {
 		then = clockCommand(time.Now())
 	}
-	if err := s.checkSSH(bctx, then); err != nil {
+	guest, err := s.checkSSH(bctx, then)
+	if err != nil {
 		return fail(s.bootError(bctx, "checking SSH", err))
 	}
 	fmt.Fprintf(logw, "owner: ssh ready at %s:%d after %s\n", host, port, time.Since(started).Round(time.Millisecond))
+	// That connection stays up, shared on ssh.sock with every heyvm
+	// command (sshmux): they skip the guest's handshake.
+	sockKey, err := s.shareSSH(guest)
+	if err != nil {
+		guest.Close()
+		fmt.Fprintf(logw, "owner: shared SSH socket unavailable (commands connect on their own): %v\n", err)
+	}
 
 	if err := s.hub.listen(files.ConsoleSock(), s.console); err != nil {
 		fmt.Fprintf(logw, "owner: console socket unavailable: %v\n", err)
@@ -275,7 +288,7 @@ func Boot(ctx context.Context, o BootOptions) (*Session, error) {
 	s.Info = sandbox.OwnerInfo{
 		PID: os.Getpid(), GuestIP: ip, SSHHost: host, SSHPort: port,
 		StartedAt: started.UTC(), Accelerator: m.Accelerator(), Ports: s.ports.List(), Detached: o.Detached,
-		Boot: "cold", ColdWhy: coldWhy,
+		Boot: "cold", ColdWhy: coldWhy, SSHSockKey: sockKey,
 	}
 	switch {
 	case saved != nil:
@@ -401,31 +414,80 @@ func ParseProvisionOutput(out string) (ip, hostKey string, err error) {
 // checkSSH proves the data plane works: the pinned host key matches, our
 // key is accepted, and sshd opens a session channel. (Running a command
 // too would cost a fork of sshd and a shell, about 0.2 s under TCG, on
-// every boot; the caller's first command does that anyway.)
+// every boot; the caller's first command does that anyway.) It returns
+// the connection, for the owner to share.
 //
 // A non-empty command runs in that session instead, on the same
 // connection; it failing is logged, not fatal.
-func (s *Session) checkSSH(ctx context.Context, command string) error {
+func (s *Session) checkSSH(ctx context.Context, command string) (*ssh.Client, error) {
 	c, err := sshclient.Dial(ctx, s.target)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer c.Close()
 	if command != "" {
 		code, err := sshclient.Exec(ctx, c, sshclient.ExecOptions{Command: command})
 		if err != nil {
-			return fmt.Errorf("run a command over SSH: %w", err)
+			c.Close()
+			return nil, fmt.Errorf("run a command over SSH: %w", err)
 		}
 		if code != 0 {
 			fmt.Fprintf(s.log, "owner: %q exited %d in the guest\n", command, code)
 		}
-		return nil
+		return c, nil
 	}
 	sess, err := c.NewSession()
 	if err != nil {
-		return fmt.Errorf("open an SSH session: %w", err)
+		c.Close()
+		return nil, fmt.Errorf("open an SSH session: %w", err)
 	}
-	return sess.Close()
+	sess.Close()
+	return c, nil
+}
+
+// shareSSH serves the guest connection on ssh.sock and returns the
+// socket's host key, for owner.json.
+func (s *Session) shareSSH(guest *ssh.Client) (string, error) {
+	hostKey, err := sshmux.NewHostKey()
+	if err != nil {
+		return "", err
+	}
+	target := s.target
+	mux, err := sshmux.Listen(s.sb.Files.SSHSock(), hostKey, target.Signer.PublicKey(), guest,
+		func(ctx context.Context) (*ssh.Client, error) { return sshclient.Dial(ctx, target) })
+	if err != nil {
+		return "", err
+	}
+	s.mu.Lock()
+	s.mux = mux
+	s.mu.Unlock()
+	return strings.TrimSpace(string(ssh.MarshalAuthorizedKey(hostKey.PublicKey()))), nil
+}
+
+// guestSSH is a connection to the guest for one command of the owner's:
+// the shared one when there is one; done lets go of it.
+func (s *Session) guestSSH(ctx context.Context) (c *ssh.Client, done func(), err error) {
+	s.mu.Lock()
+	mux := s.mux
+	s.mu.Unlock()
+	if mux != nil {
+		return mux.Guest(ctx)
+	}
+	if c, err = sshclient.Dial(ctx, s.target); err != nil {
+		return nil, nil, err
+	}
+	return c, func() { c.Close() }, nil
+}
+
+// dropGuestSSH closes the shared guest connections before the VM is
+// saved: a saved VM keeps no sshd child for a connection that is gone
+// when it resumes.
+func (s *Session) dropGuestSSH() {
+	s.mu.Lock()
+	mux := s.mux
+	s.mu.Unlock()
+	if mux != nil {
+		mux.DropGuests()
+	}
 }
 
 // bootError adds the end of the console log, which is where the guest
@@ -567,9 +629,9 @@ func (s *Session) gracefulStop() {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	if c, err := sshclient.Dial(ctx, s.target); err == nil {
+	if c, done, err := s.guestSSH(ctx); err == nil {
 		sshclient.Exec(ctx, c, sshclient.ExecOptions{Command: "nohup poweroff >/dev/null 2>&1 &"})
-		c.Close()
+		done()
 	}
 	cancel()
 	if s.waitDone(20 * time.Second) {
@@ -614,6 +676,13 @@ func (s *Session) finish(reason, detail string) {
 		if s.control != nil {
 			s.control.Close()
 			os.Remove(files.ControlSock())
+		}
+		s.mu.Lock()
+		mux := s.mux
+		s.mu.Unlock()
+		if mux != nil {
+			mux.Close()
+			os.Remove(files.SSHSock())
 		}
 		if s.ports != nil {
 			s.ports.Close()

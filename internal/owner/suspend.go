@@ -42,11 +42,12 @@ func (s *Session) Suspend(ctx context.Context) (sandbox.SuspendInfo, error) {
 	// The guest's unwritten data goes to the disk first: should the saved
 	// state ever be discarded (start --cold), the disk is still whole.
 	sctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-	if c, err := sshclient.Dial(sctx, s.target); err == nil {
+	if c, done, err := s.guestSSH(sctx); err == nil {
 		sshclient.Exec(sctx, c, sshclient.ExecOptions{Command: "sync"})
-		c.Close()
+		done()
 	}
 	cancel()
+	s.dropGuestSSH()
 	os.Remove(files.SuspendTemp())
 	if err := s.machine.Save(ctx, files.SuspendTemp()); err != nil {
 		clear()
@@ -65,7 +66,7 @@ func (s *Session) Suspend(ctx context.Context) (sandbox.SuspendInfo, error) {
 		if err != nil {
 			return err
 		}
-		si.StateBytes = fi.Size()
+		si.StateBytes, si.DiskBytes = fi.Size(), fsutil.AllocatedBytes(fi)
 		if err := os.Rename(files.SuspendTemp(), files.SuspendState()); err != nil {
 			return err
 		}
@@ -81,7 +82,7 @@ func (s *Session) Suspend(ctx context.Context) (sandbox.SuspendInfo, error) {
 		s.finish(sandbox.StopFailed, "suspend failed: "+err.Error())
 		return si, fmt.Errorf("the VM was saved but could not be recorded (%v); it is stopped", err)
 	}
-	s.finish(sandbox.StopSuspended, fmt.Sprintf("%d MB saved in %s", si.StateBytes>>20, time.Since(start).Round(time.Millisecond)))
+	s.finish(sandbox.StopSuspended, fmt.Sprintf("%d MB saved in %s", si.DiskBytes>>20, time.Since(start).Round(time.Millisecond)))
 	return si, nil
 }
 

@@ -34,6 +34,9 @@ type OwnerInfo struct {
 	// ColdWhy says why a sandbox made for a warm start booted cold.
 	Boot    string `json:"boot,omitempty"`
 	ColdWhy string `json:"cold_why,omitempty"`
+	// SSHSockKey is the host key (authorized_keys form) of the owner's
+	// shared SSH connection on ssh.sock; empty when there is none.
+	SSHSockKey string `json:"ssh_sock_key,omitempty"`
 }
 
 // PauseInfo says why and since when a running sandbox's VM is paused.
@@ -87,7 +90,10 @@ type SuspendInfo struct {
 	At         time.Time `json:"at"`
 	Hypervisor string    `json:"hypervisor"` // what saved it, e.g. "QEMU 7.2.19"
 	StateBytes int64     `json:"state_bytes"`
-	GuestIP    string    `json:"guest_ip"`
+	// DiskBytes is what the state takes on disk: less than StateBytes
+	// where the memory in it is sparse.
+	DiskBytes int64  `json:"disk_bytes,omitempty"`
+	GuestIP   string `json:"guest_ip"`
 	// The machine's shape when saved: a restore needs the same.
 	CPUs         int  `json:"cpus"`
 	MemoryMiB    int  `json:"memory_mib"`

@@ -47,6 +47,9 @@ func ShapeOf(cfg *sandbox.Config) Shape {
 
 // Meta is warm.json.
 type Meta struct {
+	// Format is how the template was readied (Format, below); a snapshot
+	// of another is dropped.
+	Format       int    `json:"format,omitempty"`
 	Image        string `json:"image"`
 	RootfsSHA256 string `json:"rootfs_sha256"`
 	Shape        Shape  `json:"shape"`
@@ -78,6 +81,11 @@ func Files(root layout.Root, backend string, im *image.Image, shape Shape) layou
 	return root.WarmSnapshot(backend, im.Name, shape.Key())
 }
 
+// Format is the current way templates are readied: 3 has the restore
+// helper waiting in it, holding the console (owner), which a warm start
+// needs.
+const Format = 3
+
 // Find returns the image's ready snapshot for the shape, nil if there is
 // none. One made from another version of the image, or by another build
 // of the hypervisor (build, from backend.HypervisorBuild), is removed.
@@ -90,7 +98,7 @@ func Find(root layout.Root, backend, build string, im *image.Image, shape Shape)
 		return nil
 	}
 	snap, err := Load(files)
-	if err != nil || snap.Meta.RootfsSHA256 != im.Meta.SHA256[layout.ImageRootfs] || snap.Meta.Shape != shape || snap.Meta.HypervisorBuild != build {
+	if err != nil || snap.Meta.Format != Format || snap.Meta.RootfsSHA256 != im.Meta.SHA256[layout.ImageRootfs] || snap.Meta.Shape != shape || snap.Meta.HypervisorBuild != build {
 		Drop(files)
 		return nil
 	}

@@ -37,7 +37,7 @@ func fakeSnapshot(t *testing.T, root layout.Root, im *image.Image, shape Shape, 
 	if err := sandbox.WriteSuspendInfo(files, sandbox.SuspendInfo{StateBytes: 100, CPUs: shape.CPUs, MemoryMiB: shape.MemoryMiB}); err != nil {
 		t.Fatal(err)
 	}
-	if err := WriteMeta(files, Meta{Image: im.Name, RootfsSHA256: digest, Shape: shape, DiskBytes: 4 << 30, HypervisorBuild: "qemu 1"}); err != nil {
+	if err := WriteMeta(files, Meta{Format: Format, Image: im.Name, RootfsSHA256: digest, Shape: shape, DiskBytes: 4 << 30, HypervisorBuild: "qemu 1"}); err != nil {
 		t.Fatal(err)
 	}
 	return files
@@ -64,6 +64,15 @@ func TestFindChecksDigestAndCompleteness(t *testing.T) {
 	if Find(root, "qemu", "qemu 1", im, other) != nil {
 		t.Fatal("a snapshot served another shape")
 	}
+
+	// A template readied the old way (no restore helper).
+	m, _ := Load(files)
+	m.Meta.Format = 1
+	WriteMeta(files, m.Meta)
+	if Find(root, "qemu", "qemu 1", im, shape) != nil {
+		t.Fatal("a snapshot of an older format was used")
+	}
+	files = fakeSnapshot(t, root, im, shape, "aaa")
 
 	// The hypervisor was upgraded.
 	if Find(root, "qemu", "qemu 2", im, shape) != nil {

@@ -14,6 +14,16 @@ const (
 	qmpFD     = 4
 	uplinkFD  = 5 // passt's end of the uplink, when the loopback is closed
 	restoreFD = 6 // the saved state to restore (Spec.RestoreFrom)
+	memoryFD  = 7 // the guest's memory, a memfd (memory.go)
+)
+
+// How a restored machine's state reaches qemu: a bare migration stream
+// on the state fd, or (deferred) the device state alone, started over
+// QMP once heyvm has loaded the memory.
+const (
+	incomingNone     = ""
+	incomingStream   = "stream"
+	incomingDeferred = "deferred"
 )
 
 // hotplugPorts is how many shares a restored machine can be given.
@@ -34,21 +44,21 @@ func binaryFor(arch string) (string, error) {
 //
 // Machine choice: q35 (x86) and virt (arm64) with -nodefaults and no
 // option ROMs. microvm would boot faster, but with ACPI it hung in 3 of 9
-// TCG boots on our machines; q35 never did. Memory is a shared memfd so
-// vhost-user-fs (virtiofsd) can map it.
+// TCG boots on our machines; q35 never did. Memory is a shared memfd, made
+// by heyvm (memory.go), so vhost-user-fs (virtiofsd) can map it.
 //
 // The console and QMP are sockets heyvm already holds (fd=), so no socket
 // file exists, nothing races to connect, and no early output is lost.
 //
 // link is the host link when the guest's uplink is passt (see network.go);
 // nil means one QEMU user network, with the host's loopback at 10.0.2.2.
-func buildArgs(spec backend.Spec, accel string, vfsSockets []string, link *hostLink) []string {
+func buildArgs(spec backend.Spec, accel string, vfsSockets []string, link *hostLink, incoming string) []string {
 	var a []string
 	add := func(s ...string) { a = append(a, s...) }
 	mem := strconv.Itoa(spec.MemoryMiB) + "M"
 	add("-name", "heyvm-"+spec.Name)
 	add("-nodefaults", "-no-user-config", "-display", "none", "-no-reboot")
-	add("-object", "memory-backend-memfd,id=mem,size="+mem+",share=on")
+	add("-object", fmt.Sprintf("memory-backend-file,id=mem,size=%s,mem-path=/proc/self/fd/%d,share=on", mem, memoryFD))
 	cpu := "max"
 	if accel == "kvm" {
 		cpu = "host"
@@ -108,7 +118,7 @@ func buildArgs(spec backend.Spec, accel string, vfsSockets []string, link *hostL
 		add("-device", fmt.Sprintf("pcie-root-port,id=hp%d,chassis=%d,bus=pcie.0", i, i+1))
 	}
 	for i, m := range spec.Mounts {
-		if spec.RestoreFrom != "" {
+		if incoming != incomingNone {
 			break // hot-plugged once the saved machine is loaded
 		}
 		id := fmt.Sprintf("vfs%d", i)
@@ -117,9 +127,12 @@ func buildArgs(spec backend.Spec, accel string, vfsSockets []string, link *hostL
 	}
 	add("-chardev", fmt.Sprintf("socket,id=qmp,fd=%d", qmpFD))
 	add("-mon", "chardev=qmp,mode=control")
-	if spec.RestoreFrom != "" {
-		// Load the saved machine and stay paused (-S) until resumed.
+	// Load the saved machine and stay paused (-S) until resumed.
+	switch incoming {
+	case incomingStream:
 		add("-incoming", fmt.Sprintf("fd:%d", restoreFD), "-S")
+	case incomingDeferred:
+		add("-incoming", "defer", "-S")
 	}
 	return a
 }

@@ -173,21 +173,51 @@ func (Backend) Start(ctx context.Context, spec backend.Spec) (backend.Machine, e
 	m.closers = append(m.closers, qmpHost)
 	m.console = conHost
 
-	args := buildArgs(spec, accel, vfsSockets, link)
+	m.memoryBytes = int64(spec.MemoryMiB) << 20
+	if m.memory, err = newGuestMemory(m.memoryBytes); err != nil {
+		return nil, err
+	}
+	m.closers = append(m.closers, m.memory)
+	incoming := incomingNone
+	var state *os.File
+	var memoryLoaded chan error
+	if spec.RestoreFrom != "" {
+		if state, err = os.Open(spec.RestoreFrom); err != nil {
+			return nil, fmt.Errorf("saved state: %w", err)
+		}
+		defer state.Close()
+		saved, apart, err := readSavedLayout(state)
+		if err != nil {
+			return nil, err
+		}
+		incoming = incomingStream
+		if apart {
+			if saved.MemoryBytes != m.memoryBytes {
+				return nil, fmt.Errorf("saved state: it has %d MiB of memory, and this machine %d MiB", saved.MemoryBytes>>20, spec.MemoryMiB)
+			}
+			// The memory is copied while qemu starts. qemu reads the device
+			// state from the fd's offset, set once the copy (which moves
+			// it: SEEK_DATA) is done.
+			incoming = incomingDeferred
+			memoryLoaded = make(chan error, 1)
+			go func() {
+				err := loadMemory(state, saved, m.memory)
+				if err == nil {
+					_, err = state.Seek(saved.StateOffset, io.SeekStart)
+				}
+				memoryLoaded <- err
+			}()
+		}
+	}
+
+	args := buildArgs(spec, accel, vfsSockets, link, incoming)
 	cmd := exec.Command(bin, args...)
 	cmd.ExtraFiles = []*os.File{conGuest, qmpGuest} // fds 3 and 4
 	cmd.ExtraFiles = append(cmd.ExtraFiles, uplink) // fd 5 (nil: none)
 	if uplink != nil {
 		defer uplink.Close()
 	}
-	if spec.RestoreFrom != "" {
-		state, err := os.Open(spec.RestoreFrom)
-		if err != nil {
-			return nil, fmt.Errorf("saved state: %w", err)
-		}
-		defer state.Close()
-		cmd.ExtraFiles = append(cmd.ExtraFiles, state) // fd 6
-	}
+	cmd.ExtraFiles = append(cmd.ExtraFiles, state, m.memory) // fds 6 (nil: none) and 7
 	// Pdeathsig: qemu dies with its owner, however the owner dies.
 	// Setpgid: a Ctrl-C on the owner's terminal is the owner's to handle.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
@@ -215,10 +245,20 @@ func (Backend) Start(ctx context.Context, spec backend.Spec) (backend.Machine, e
 
 	m.qmp, err = newQMP(qmpHost)
 	if err != nil {
+		if memoryLoaded != nil {
+			<-memoryLoaded
+		}
 		<-m.done
 		return nil, m.startError(err)
 	}
-	if spec.RestoreFrom != "" {
+	if memoryLoaded != nil {
+		if err := m.startIncoming(memoryLoaded); err != nil {
+			m.Kill()
+			<-m.done
+			return nil, err
+		}
+	}
+	if incoming != incomingNone {
 		if err := m.waitIncoming(ctx); err != nil {
 			m.Kill()
 			<-m.done
@@ -432,16 +472,19 @@ func (m *machine) ending() bool {
 }
 
 type machine struct {
-	accel   string
-	shares  int // virtio-fs devices: a machine with any cannot be saved
-	cmd     *exec.Cmd
-	qmp     *qmpClient
-	console net.Conn
-	sshPort int
-	stderr  *tailBuffer
-	helpers []*exec.Cmd
-	sockets []string
-	closers []io.Closer
+	accel string
+	// memory is the guest's memory (memory.go), memoryBytes its size.
+	memory      *os.File
+	memoryBytes int64
+	shares      int // virtio-fs devices: a machine with any cannot be saved
+	cmd         *exec.Cmd
+	qmp         *qmpClient
+	console     net.Conn
+	sshPort     int
+	stderr      *tailBuffer
+	helpers     []*exec.Cmd
+	sockets     []string
+	closers     []io.Closer
 
 	events chan backend.Event
 

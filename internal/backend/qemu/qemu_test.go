@@ -72,12 +72,12 @@ func TestBuildArgs(t *testing.T) {
 	spec := backend.Spec{Name: "box", Arch: "amd64", CPUs: 2, MemoryMiB: 512, Kernel: "/k", Initrd: "/i", Cmdline: "console=hvc0",
 		Disk: "/d,odd", MAC: "02:00:00:00:00:01",
 		Mounts: []backend.Mount{{Tag: "ws", HostPath: "/h", GuestPath: "/workspace"}}}
-	a := strings.Join(buildArgs(spec, "tcg", []string{"/run/vfs0.sock"}, nil), " ")
+	a := strings.Join(buildArgs(spec, "tcg", []string{"/run/vfs0.sock"}, nil, incomingNone), " ")
 	for _, want := range []string{
 		"-nodefaults", "-machine q35,memory-backend=mem", "-accel tcg,thread=multi", "-smp 2", "-m 512M",
 		"file=/d,,odd,", "hostfwd=tcp:127.0.0.1:0-:22", "romfile=",
 		"socket,id=con0,fd=3", "virtconsole,chardev=con0", "socket,id=qmp,fd=4", "vhost-user-fs-pci,chardev=vfs0,tag=ws",
-		"memory-backend-memfd,id=mem,size=512M,share=on", "-no-reboot",
+		"memory-backend-file,id=mem,size=512M,mem-path=/proc/self/fd/7,share=on", "-no-reboot",
 	} {
 		if !strings.Contains(a, want) {
 			t.Errorf("args lack %q:\n%s", want, a)
@@ -86,7 +86,18 @@ func TestBuildArgs(t *testing.T) {
 	if strings.Contains(a, "0.0.0.0") {
 		t.Error("a port is bound on all interfaces")
 	}
-	arm := strings.Join(buildArgs(backend.Spec{Arch: "arm64", CPUs: 1, MemoryMiB: 256}, "tcg", nil, nil), " ")
+	if strings.Contains(a, "-incoming") {
+		t.Error("a boot waits for a saved state")
+	}
+	// A restored machine gets its shares hot-plugged, not on the command
+	// line, and its state as a stream or (with its memory apart) later.
+	for incoming, want := range map[string]string{incomingStream: "-incoming fd:6 -S", incomingDeferred: "-incoming defer -S"} {
+		r := strings.Join(buildArgs(spec, "tcg", []string{"/run/vfs0.sock"}, nil, incoming), " ")
+		if !strings.HasSuffix(r, want) || strings.Contains(r, "vhost-user-fs-pci") {
+			t.Errorf("restore (%s) args:\n%s", incoming, r)
+		}
+	}
+	arm := strings.Join(buildArgs(backend.Spec{Arch: "arm64", CPUs: 1, MemoryMiB: 256}, "tcg", nil, nil, incomingNone), " ")
 	if !strings.Contains(arm, "-machine virt") {
 		t.Errorf("arm64 machine: %s", arm)
 	}
@@ -100,7 +111,7 @@ func TestBuildArgsClosedLoopback(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := strings.Join(buildArgs(spec, "tcg", nil, &link), " ")
+	a := strings.Join(buildArgs(spec, "tcg", nil, &link, incomingNone), " ")
 	for _, want := range []string{
 		"-netdev socket,id=net0,fd=5", "netdev=net0,romfile=,mac=02:00:00:00:00:10",
 		"user,id=net1,restrict=on,net=10.0.2.0/24,host=10.0.2.2,dhcpstart=10.0.2.15,hostfwd=tcp:127.0.0.1:0-:22",

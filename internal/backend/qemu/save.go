@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"time"
@@ -45,6 +46,14 @@ func (m *machine) Save(ctx context.Context, path string) error {
 	if _, err := m.qmp.execute("migrate-set-parameters", map[string]any{"max-bandwidth": int64(1) << 40}); err != nil {
 		return err
 	}
+	// The memory goes apart, after the device state (memory.go).
+	if err := m.ignoreSharedMemory(); err != nil {
+		return err
+	}
+	layout := savedLayout{MemoryBytes: m.memoryBytes, StateOffset: savedHeader + m.memoryBytes}
+	if _, err := f.Seek(layout.StateOffset, io.SeekStart); err != nil {
+		return fmt.Errorf("saved state: %w", err)
+	}
 	if _, err := m.qmp.execute("stop", nil); err != nil {
 		return err
 	}
@@ -62,12 +71,41 @@ func (m *machine) Save(ctx context.Context, path string) error {
 		cont()
 		return err
 	}
+	if err := saveMemory(m.memory, f, m.memoryBytes); err != nil {
+		cont()
+		return err
+	}
+	if err := writeSavedLayout(f, layout); err != nil {
+		cont()
+		return fmt.Errorf("saved state: %w", err)
+	}
 	if err := f.Sync(); err != nil {
 		cont()
 		return fmt.Errorf("saved state: %w", err)
 	}
 	ok = true
 	return nil
+}
+
+// ignoreSharedMemory leaves the guest's memory (shared: the memfd) out
+// of the migration stream; heyvm moves it itself.
+func (m *machine) ignoreSharedMemory() error {
+	_, err := m.qmp.execute("migrate-set-capabilities", map[string]any{
+		"capabilities": []map[string]any{{"capability": "x-ignore-shared", "state": true}}})
+	return err
+}
+
+// startIncoming loads a saved machine's device state (-incoming defer)
+// once its memory is in place.
+func (m *machine) startIncoming(memoryLoaded <-chan error) error {
+	if err := <-memoryLoaded; err != nil {
+		return err
+	}
+	if err := m.ignoreSharedMemory(); err != nil {
+		return err
+	}
+	_, err := m.qmp.execute("migrate-incoming", map[string]string{"uri": fmt.Sprintf("fd:%d", restoreFD)})
+	return err
 }
 
 // waitMigration polls query-migrate until the outgoing migration ends.

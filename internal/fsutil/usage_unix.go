@@ -1,13 +1,14 @@
 //go:build unix
 
-package image
+package fsutil
 
 import (
 	"os"
 	"syscall"
 )
 
-func allocatedBytes(fi os.FileInfo) int64 {
+// AllocatedBytes is how much disk a file takes: its size less its holes.
+func AllocatedBytes(fi os.FileInfo) int64 {
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
 		return int64(st.Blocks) * 512
 	}

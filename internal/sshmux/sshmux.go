@@ -1,0 +1,334 @@
+// Package sshmux lets every heyvm process on the host share a sandbox
+// owner's SSH connections to its guest, as OpenSSH's ControlMaster does.
+//
+// Why: a new SSH connection costs the guest a fork of sshd, a key
+// exchange and an authentication, about 0.2 s under TCG, on every
+// `heyvm exec`; a new session on a connection that is already up costs
+// only the fork of the command. The owner holds the connections; a CLI
+// speaks SSH to the owner over a unix socket in the sandbox's directory
+// (0600, in a 0700 directory), and the owner relays each channel — its
+// data, its requests (pty, env, exec, signals, window changes) and the
+// guest's replies (exit status) — to a channel it opens on a guest
+// connection. The socket hop is SSH too, so the CLI's code is the same
+// either way, and it is authenticated both ways: the owner's host key is
+// made at its start and published in owner.json, and the CLI signs in
+// with heyvm's managed key.
+package sshmux
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+)
+
+// sessionsPerConn is how many session channels one guest connection
+// carries before another is opened: sshd allows 10 (MaxSessions), and
+// heyvm's signal relay opens a second session beside a command's.
+const sessionsPerConn = 8
+
+// Dialer opens a new authenticated connection to the guest's sshd.
+type Dialer func(ctx context.Context) (*ssh.Client, error)
+
+// Server relays channels from local clients to the guest.
+type Server struct {
+	ln     net.Listener
+	config *ssh.ServerConfig
+	dial   Dialer
+
+	mu     sync.Mutex
+	conns  []*guestConn
+	closed bool
+}
+
+// guestConn is one connection to the guest, with its open sessions.
+type guestConn struct {
+	c        *ssh.Client
+	sessions int
+	dead     bool
+}
+
+// NewHostKey makes the owner's host key for the socket hop; it lives as
+// long as the owner does.
+func NewHostKey() (ssh.Signer, error) {
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	return ssh.NewSignerFromKey(priv)
+}
+
+// Listen serves path. first, if not nil, is a guest connection already
+// up (the owner's readiness check); dial opens more when needed. Only
+// clientKey signs in.
+func Listen(path string, hostKey ssh.Signer, clientKey ssh.PublicKey, first *ssh.Client, dial Dialer) (*Server, error) {
+	os.Remove(path)
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	want := clientKey.Marshal()
+	cfg := &ssh.ServerConfig{
+		PublicKeyCallback: func(_ ssh.ConnMetadata, k ssh.PublicKey) (*ssh.Permissions, error) {
+			if bytes.Equal(k.Marshal(), want) {
+				return nil, nil
+			}
+			return nil, errors.New("not heyvm's key")
+		},
+	}
+	cfg.AddHostKey(hostKey)
+	s := &Server{ln: ln, config: cfg, dial: dial}
+	if first != nil {
+		s.adopt(first)
+	}
+	go s.serve()
+	return s, nil
+}
+
+// Close stops serving and closes every guest connection, which ends the
+// channels relayed on them.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	conns := s.conns
+	s.conns = nil
+	s.mu.Unlock()
+	err := s.ln.Close()
+	for _, g := range conns {
+		g.c.Close()
+	}
+	return err
+}
+
+// DropGuests closes the guest connections, ending what is relayed on
+// them; the next channel opens a new one. A VM is saved without them, so
+// that no sshd child is left in it for a connection that cannot resume.
+func (s *Server) DropGuests() {
+	s.mu.Lock()
+	conns := s.conns
+	s.conns = nil
+	s.mu.Unlock()
+	for _, g := range conns {
+		g.c.Close()
+	}
+}
+
+// Guest lends a guest connection for one session of the owner's own;
+// release gives it back.
+func (s *Server) Guest(ctx context.Context) (c *ssh.Client, release func(), err error) {
+	g, release, err := s.guest(ctx, true)
+	if err != nil {
+		return nil, nil, err
+	}
+	return g.c, release, nil
+}
+
+func (s *Server) serve() {
+	for {
+		c, err := s.ln.Accept()
+		if err != nil {
+			return
+		}
+		go s.serveClient(c)
+	}
+}
+
+// adopt adds a guest connection and notices when it ends.
+func (s *Server) adopt(c *ssh.Client) *guestConn {
+	g := &guestConn{c: c}
+	s.mu.Lock()
+	s.conns = append(s.conns, g)
+	s.mu.Unlock()
+	go func() {
+		c.Wait()
+		s.mu.Lock()
+		g.dead = true
+		s.mu.Unlock()
+	}()
+	return g
+}
+
+// guest returns a live guest connection with room for one more channel
+// (session says it is a session), opening one if none has; release
+// gives the room back.
+func (s *Server) guest(ctx context.Context, session bool) (g *guestConn, release func(), err error) {
+	s.mu.Lock()
+	live := s.conns[:0]
+	for _, c := range s.conns {
+		if !c.dead {
+			live = append(live, c)
+		}
+	}
+	s.conns = live
+	for _, c := range live {
+		if !session || c.sessions < sessionsPerConn {
+			g = c
+			break
+		}
+	}
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		return nil, nil, errors.New("the sandbox is stopping")
+	}
+	if g == nil {
+		dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		c, err := s.dial(dctx)
+		cancel()
+		if err != nil {
+			return nil, nil, err
+		}
+		g = s.adopt(c)
+	}
+	if !session {
+		return g, func() {}, nil
+	}
+	s.mu.Lock()
+	g.sessions++
+	s.mu.Unlock()
+	var once sync.Once
+	return g, func() {
+		once.Do(func() {
+			s.mu.Lock()
+			g.sessions--
+			s.mu.Unlock()
+		})
+	}, nil
+}
+
+func (s *Server) serveClient(nc net.Conn) {
+	nc.SetDeadline(time.Now().Add(15 * time.Second))
+	conn, chans, reqs, err := ssh.NewServerConn(nc, s.config)
+	if err != nil {
+		nc.Close()
+		return
+	}
+	nc.SetDeadline(time.Time{})
+	defer conn.Close()
+	go s.globalRequests(reqs)
+	for ch := range chans {
+		go s.relay(ch)
+	}
+}
+
+// globalRequests answers a client's keepalives with the guest's: a
+// frozen guest leaves them unanswered, as a direct connection would.
+// Nothing else (remote forwarding) is offered.
+func (s *Server) globalRequests(reqs <-chan *ssh.Request) {
+	for r := range reqs {
+		ok := false
+		if r.Type == "keepalive@openssh.com" {
+			if g, release, err := s.guest(context.Background(), false); err == nil {
+				ok, _, err = g.c.SendRequest(r.Type, true, r.Payload)
+				release()
+				if err != nil {
+					continue // the guest connection is gone: no answer
+				}
+			}
+		}
+		if r.WantReply {
+			r.Reply(ok, nil)
+		}
+	}
+}
+
+// relay opens the client's channel on the guest and copies both ways
+// until both ends have closed.
+func (s *Server) relay(nc ssh.NewChannel) {
+	g, release, err := s.guest(context.Background(), nc.ChannelType() == "session")
+	if err != nil {
+		nc.Reject(ssh.ConnectionFailed, fmt.Sprintf("reach the guest: %v", err))
+		return
+	}
+	defer release()
+	up, upReqs, err := g.c.OpenChannel(nc.ChannelType(), nc.ExtraData())
+	if err != nil {
+		var oe *ssh.OpenChannelError
+		if errors.As(err, &oe) {
+			nc.Reject(oe.Reason, oe.Message)
+		} else {
+			nc.Reject(ssh.ConnectionFailed, err.Error())
+		}
+		return
+	}
+	down, downReqs, err := nc.Accept()
+	if err != nil {
+		up.Close()
+		return
+	}
+	// The client's requests go up, with the guest's answers.
+	go func() {
+		for r := range downReqs {
+			ok, err := up.SendRequest(r.Type, r.WantReply, r.Payload)
+			if r.WantReply {
+				r.Reply(ok && err == nil, nil)
+			}
+		}
+		// The client closed its channel.
+		up.Close()
+	}()
+	// The client's input goes up; its end is the guest's EOF.
+	go func() {
+		io.Copy(up, down)
+		up.CloseWrite()
+	}()
+	go io.Copy(up.Stderr(), down.Stderr())
+	// The guest's output comes down, then its requests (exit-status
+	// among them), then the close.
+	var out sync.WaitGroup
+	out.Add(2)
+	go func() { io.Copy(down, up); out.Done() }()
+	go func() { io.Copy(down.Stderr(), up.Stderr()); out.Done() }()
+	for r := range upReqs {
+		ok, err := down.SendRequest(r.Type, r.WantReply, r.Payload)
+		if r.WantReply {
+			r.Reply(ok && err == nil, nil)
+		}
+	}
+	out.Wait()
+	down.CloseWrite()
+	down.Close()
+}
+
+// Dial connects to an owner's socket, pinning its host key, and signs in
+// with signer.
+func Dial(ctx context.Context, path string, hostKey ssh.PublicKey, signer ssh.Signer) (*ssh.Client, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", path)
+	if err != nil {
+		return nil, err
+	}
+	conn.SetDeadline(time.Now().Add(15 * time.Second))
+	want := hostKey.Marshal()
+	cfg := &ssh.ClientConfig{
+		User: "root",
+		Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)},
+		HostKeyCallback: func(_ string, _ net.Addr, k ssh.PublicKey) error {
+			if !bytes.Equal(k.Marshal(), want) {
+				return errors.New("the owner's socket answered with another host key")
+			}
+			return nil
+		},
+		HostKeyAlgorithms: []string{ssh.KeyAlgoED25519},
+	}
+	c, chans, reqs, err := ssh.NewClientConn(conn, path, cfg)
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	conn.SetDeadline(time.Time{})
+	return ssh.NewClient(c, chans, reqs), nil
+}
