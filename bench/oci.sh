@@ -3,6 +3,8 @@
 #   1. pull of the default image from a loopback registry  vs  cp --sparse=always of its files
 #   2. a push with nothing new                              vs  the first push
 #   3. export + import through a tar                        vs  cp --sparse=always
+# and the floor under the pull: its blobs decoded and hashed in memory on
+# every core (bench/zstdfloor), with no network and no writes.
 # Run on a machine where `heyvm images build-default` has run (HEYO_HOME as there).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +15,7 @@ cleanup() { [ -n "$regpid" ] && kill "$regpid" 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
 go build -o "$work/heyvm" ./cmd/heyvm
 go build -o "$work/registry" ./bench/registry
+go build -o "$work/zstdfloor" ./bench/zstdfloor
 heyvm="$work/heyvm"
 src=${HEYO_HOME:-$HOME/.heyo}
 img="$src/images/qemu/debian:12"
@@ -52,3 +55,6 @@ echo "pull from loopback registry: ${m_pull}s   cp --sparse=always: ${m_cp}s   s
 echo "push, nothing new: ${m_again}s   first push: ${m_first}s   ratio: $(ratio "$m_again" "$m_first")"
 echo "export + import: ${m_exim}s   vs cp: $(ratio "$m_exim" "$m_cp")x cp's time"
 echo "pulled image on disk: $(du -sm "$work/dst/images/qemu/debian:$runs" | cut -f1) MiB"
+mkdir "$work/layout" && tar -xf "$work/x.tar" -C "$work/layout"
+floor=$(for _ in $(seq "$runs"); do "$work/zstdfloor" "$work/layout" | cut -d' ' -f1; done | median)
+echo "floor: zstd decode + sha256 of the blobs in memory on $(nproc) cores: ${floor}s, so at best $(ratio "$m_cp" "$floor")x cp's speed"

@@ -221,16 +221,30 @@ func Install(ctx context.Context, src Source, o InstallOptions) (*image.Image, b
 		}
 	}
 
-	var todo []int
+	// Pieces with the same blob (a 4 GiB disk's empty chunks all have
+	// one) are fetched and decoded once and written at each offset.
+	type job struct{ first, same []int }
+	jobs := map[v1.Hash]*job{}
+	var order []*job
 	var total int64
 	for i, p := range pieces {
-		if !rec.has(p.key()) {
-			todo = append(todo, i)
-			total += p.Size
+		if rec.has(p.key()) {
+			continue
 		}
+		total += p.Size
+		d := m.Layers[i].Digest
+		if j := jobs[d]; j != nil && pieces[j.first[0]].File == p.File && pieces[j.first[0]].Size == p.Size {
+			j.same = append(j.same, i)
+			continue
+		}
+		j := &job{first: []int{i}}
+		if jobs[d] == nil {
+			jobs[d] = j
+		}
+		order = append(order, j)
 	}
 	// Largest first, so the last worker is not left with a big chunk.
-	sort.SliceStable(todo, func(a, b int) bool { return pieces[todo[a]].Size > pieces[todo[b]].Size })
+	sort.SliceStable(order, func(a, b int) bool { return m.Layers[order[a].first[0]].Size > m.Layers[order[b].first[0]].Size })
 	prog := orNoProgress(o.Progress)
 	prog.Phase("pull "+name, total)
 	// One failed layer does not cancel the others: what they verify is
@@ -238,16 +252,26 @@ func Install(ctx context.Context, src Source, o InstallOptions) (*image.Image, b
 	var g errgroup.Group
 	g.SetLimit(runtime.NumCPU())
 	gctx := ctx
-	for _, i := range todo {
+	for _, j := range order {
+		i := j.first[0]
 		p, d := pieces[i], m.Layers[i]
+		var also []piece
+		for _, k := range j.same {
+			also = append(also, pieces[k])
+		}
 		g.Go(func() error {
 			if err := gctx.Err(); err != nil {
 				return err
 			}
-			if err := fetchPiece(gctx, img, d, p, files[p.File], rec.resumed, !src.BlobsVerified, prog); err != nil {
+			if err := fetchPiece(gctx, img, d, p, also, files[p.File], rec.resumed, !src.BlobsVerified, prog); err != nil {
 				return fmt.Errorf("layer %s (%s at %d): %w", d.Digest.Hex[:12], p.File, p.Offset, err)
 			}
-			return rec.add(p.key())
+			for _, q := range append([]piece{p}, also...) {
+				if err := rec.add(q.key()); err != nil {
+					return err
+				}
+			}
+			return nil
 		})
 	}
 	err = g.Wait()
@@ -287,14 +311,14 @@ func cleanAbandonedPulls(dir string, age time.Duration) {
 	}
 }
 
-// fetchPiece downloads one layer, decompresses it into f at its offset,
-// and checks the blob's digest. That digest pins the compressed bytes,
-// and decompression is a pure function of them, so the uncompressed sha256
-// in the annotations is not recomputed: hashing the zeros of a sparse 4 GiB
-// disk would cost more than the rest of the pull. (zstd's own frame
-// checksum is still checked by the decoder.) Zero blocks are not written,
+// fetchPiece downloads one layer, decompresses it into f at its offset
+// (and at the offsets of also, pieces with the same blob), and checks the
+// blob's digest. That digest pins the compressed bytes, and decompression
+// is a pure function of them, so the uncompressed sha256 in the
+// annotations is not recomputed: hashing the zeros of a sparse 4 GiB disk
+// would cost more than the rest of the pull. Zero blocks are not written,
 // so the file keeps its holes.
-func fetchPiece(ctx context.Context, img v1.Image, d v1.Descriptor, p piece, f *os.File, resumed, verify bool, prog Progress) error {
+func fetchPiece(ctx context.Context, img v1.Image, d v1.Descriptor, p piece, also []piece, f *os.File, resumed, verify bool, prog Progress) error {
 	l, err := img.LayerByDigest(d.Digest)
 	if err != nil {
 		return err
@@ -310,39 +334,53 @@ func fetchPiece(ctx context.Context, img v1.Image, d v1.Descriptor, p piece, f *
 		in = io.TeeReader(rc, zh)
 	}
 	zr := &ctxReader{ctx: ctx, r: in}
-	dec, err := zstd.NewReader(zr, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(false))
+	dec, err := decoders.get(zr)
 	if err != nil {
 		return err
 	}
-	defer dec.Close()
+	defer decoders.put(dec)
+	offsets := []int64{p.Offset}
+	for _, q := range also {
+		offsets = append(offsets, q.Offset)
+	}
 	if resumed {
 		// A layer that was half written before an interruption may have
 		// left bytes where this pass leaves a hole.
-		if err := fsutil.PunchHole(f, p.Offset, p.Size); err != nil {
-			return err
+		for _, off := range offsets {
+			if err := fsutil.PunchHole(f, off, p.Size); err != nil {
+				return err
+			}
 		}
 	}
 	if p.File == layout.ImageRootfs {
 		// Only the extents are written; the rest stays a hole.
 		br := bufio.NewReaderSize(dec, 1<<20)
 		err := readSparsePayload(br, p.Size, func(b []byte, at int64) error {
-			_, err := f.WriteAt(b, p.Offset+at)
-			return err
+			for _, off := range offsets {
+				if _, err := f.WriteAt(b, off+at); err != nil {
+					return err
+				}
+			}
+			return nil
 		})
 		if err != nil {
 			return fmt.Errorf("the blob does not decode (%w): it is corrupt or its download broke off; run the pull again to resume", err)
 		}
-		prog.Add(p.Size)
+		prog.Add(p.Size * int64(len(offsets)))
 	} else {
 		// The kernel and initrd are small and dense: written as they come.
-		w := io.NewOffsetWriter(f, p.Offset)
-		n, err := io.CopyBuffer(w, &progressReader{r: io.LimitReader(dec, p.Size+1), p: prog}, make([]byte, 1<<20))
+		var ws []io.Writer
+		for _, off := range offsets {
+			ws = append(ws, io.NewOffsetWriter(f, off))
+		}
+		n, err := io.CopyBuffer(io.MultiWriter(ws...), &progressReader{r: io.LimitReader(dec, p.Size+1), p: prog}, make([]byte, 1<<20))
 		if err != nil {
 			return fmt.Errorf("cannot decompress the blob: it is corrupt or its download broke off (%w); run the pull again to resume", err)
 		}
 		if n != p.Size {
 			return fmt.Errorf("decompressed to %d bytes, the manifest says %d", n, p.Size)
 		}
+		prog.Add(p.Size * int64(len(also)))
 	}
 	if _, err := io.Copy(io.Discard, zr); err != nil {
 		return fmt.Errorf("the downloaded blob is corrupt or broke off (%w); run the pull again to resume", err)
@@ -355,6 +393,28 @@ func fetchPiece(ctx context.Context, img v1.Image, d v1.Descriptor, p piece, f *
 	// discarded (see openRecord).
 	return nil
 }
+
+// decoders keeps zstd decoders for reuse: a new one allocates its
+// window buffers, which showed up in a pull's profile.
+var decoders decoderPool
+
+type decoderPool struct{ p sync.Pool }
+
+func (d *decoderPool) get(r io.Reader) (*zstd.Decoder, error) {
+	if dec, ok := d.p.Get().(*zstd.Decoder); ok {
+		if err := dec.Reset(r); err == nil {
+			return dec, nil
+		}
+		dec.Close()
+	}
+	// zstd's own checksum (xxhash) is not checked: the blob's sha256 is,
+	// and that pins every byte the decoder sees.
+	return zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(false), zstd.IgnoreChecksum(true))
+}
+
+// put returns a decoder; one left mid-stream (an error) is reset on its
+// next get.
+func (d *decoderPool) put(dec *zstd.Decoder) { d.p.Put(dec) }
 
 type ctxReader struct {
 	ctx context.Context

@@ -16,12 +16,73 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/authn"
 
+	"github.com/heyvm/heyvm/internal/fsutil"
 	"github.com/heyvm/heyvm/internal/image"
 	"github.com/heyvm/heyvm/internal/layout"
 	"github.com/heyvm/heyvm/internal/ociimage/ocitest"
 )
 
 // fakeImage writes a small image whose rootfs has data, zero blocks and a
+// Chunks with the same content share one blob: the empty ones of a big
+// sparse disk, and here two with the same data at the same place in the
+// chunk. The pull fetches such a blob once and writes it at each offset.
+func TestPullWritesSharedBlobsAtEachOffset(t *testing.T) {
+	ctx := context.Background()
+	src := layout.Root{Dir: t.TempDir()}
+	im := fakeImage(t, src, "base:1", "amd64", 4*ChunkSize)
+	f, err := os.OpenFile(filepath.Join(im.Dir, layout.ImageRootfs), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	head := make([]byte, 6<<20)
+	f.ReadAt(head, 0)
+	fsutil.PunchHole(f, 4*ChunkSize-1<<20, 1<<20)
+	f.WriteAt(head, 3*ChunkSize) // chunk 3 = chunk 0; chunks 1 and 2 empty
+	f.Close()
+	im.Meta.SHA256[layout.ImageRootfs], _ = image.FileSHA256(filepath.Join(im.Dir, layout.ImageRootfs))
+	image.WriteMetadata(im.Dir, im.Meta)
+	reg := ocitest.Start(t)
+	ref := reg.Host + "/heyvm/base:1"
+	a, err := Pack(ctx, im, PackOptions{WorkDir: filepath.Join(t.TempDir(), "w"), CacheFile: filepath.Join(src.Dir, "cache.json")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := testRegistry().Push(ctx, a, ref, nil); err != nil {
+		t.Fatal(err)
+	}
+	a.Close()
+	s, err := testRegistry().Fetch(ctx, ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sel, err := s.Select("amd64")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := sel.Manifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	digests := map[string]int{}
+	for _, l := range m.Layers {
+		digests[l.Digest.String()]++
+	}
+	if len(digests) != len(m.Layers)-2 {
+		t.Fatalf("%d layers, %d blobs: want two shared", len(m.Layers), len(digests))
+	}
+	dst := image.Store{Root: layout.Root{Dir: t.TempDir()}, Backend: "qemu"}
+	got, _, err := Install(ctx, s, InstallOptions{Store: dst, Arch: "amd64"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, b := sum(t, filepath.Join(im.Dir, layout.ImageRootfs)), sum(t, filepath.Join(got.Dir, layout.ImageRootfs)); a != b {
+		t.Error("the rootfs differs after the round trip")
+	}
+	if used := image.DiskUsage(got.Dir); used > 16<<20 {
+		t.Errorf("pulled image takes %d KiB: holes were filled", used>>10)
+	}
+}
+
 // hole, and returns it from a store.
 func fakeImage(t *testing.T, root layout.Root, name, arch string, rootfsSize int64) *image.Image {
 	t.Helper()
