@@ -122,7 +122,8 @@ func TestIdentityScript(t *testing.T) {
 // its pid, waits to be woken, reads its line from fd 3 (the console in a
 // guest; a pipe here), writes each file with its mode, and says what
 // failed. clock_settime's number is getpid's, so it fails (and the host's
-// clock is left alone), and sshd is then not started.
+// clock is left alone), and sshd is then not started; no DHCP client is
+// signalled.
 func TestRestoreHelper(t *testing.T) {
 	if _, err := exec.LookPath("perl"); err != nil {
 		t.Skip("perl is not installed")
@@ -143,7 +144,7 @@ func TestRestoreHelper(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer w.Close()
-	helper := exec.Command("perl", "-MPOSIX", "-e", restoreHelper(in, out, pidFile))
+	helper := exec.Command("perl", "-MPOSIX", "-e", restoreHelper(in, out, pidFile, ""))
 	helper.ExtraFiles = []*os.File{r}
 	if err := helper.Run(); err != nil { // it forks: the first process ends at once
 		t.Fatal(err)

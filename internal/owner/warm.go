@@ -138,7 +138,9 @@ const (
 // restoreHelper is the helper's perl program (run with -MPOSIX and the
 // console on fd 3): it records its pid in pidFile, waits for a line on
 // the FIFO in, reads its work from fd 3 and answers on the FIFO out.
-func restoreHelper(in, out, pidFile string) string {
+// dhcpClient names the process it signals to renew the lease ("" for
+// none: the unit test runs it on the host).
+func restoreHelper(in, out, pidFile, dhcpClient string) string {
 	return `exit if fork; POSIX::setsid(); open(my $pf, ">", "` + pidFile + `") or die; print $pf "$$\n"; close($pf); ` +
 		`open(my $tty, "<&=", 3) or die; open(my $go, "<", "` + in + `") or die; <$go>; ` +
 		`my $l = ""; while ($l !~ /\n/) { sysread($tty, my $b, 8192) or last; $l .= $b; } ` +
@@ -150,7 +152,8 @@ func restoreHelper(in, out, pidFile string) string {
 		`if (open(my $r, ">", "/dev/urandom")) { syswrite($r, pack("H*", $seed)) or $e .= "urandom: $! "; ioctl($r, 0x5207, 0) or $e .= "RNDRESEEDCRNG: $! "; } else { $e .= "urandom: $! "; } ` +
 		`my $sshd = 0; if ($e eq "") { $sshd = fork(); if (defined($sshd) && $sshd == 0) { close($tty); exec("/usr/sbin/sshd", "-D", "-r"); POSIX::_exit(127); } } ` +
 		`$put->($_) for grep { !m{^/etc/ssh/|^/root/} } @files; ` +
-		`if (opendir(my $d, "/proc")) { for my $p (grep { /^\d+$/ } readdir($d)) { open(my $c, "<", "/proc/$p/comm") or next; my $n = <$c>; kill("USR1", $p) if defined($n) && $n eq "udhcpc\n"; } } ` +
+		// The client may be a busybox applet: its name is in argv[0] or argv[1].
+		`my $dhcp = "` + dhcpClient + `"; if ($dhcp ne "" && opendir(my $d, "/proc")) { for my $p (grep { /^\d+$/ } readdir($d)) { open(my $c, "<", "/proc/$p/cmdline") or next; local $/; my @a = split(/\0/, <$c> // ""); kill("USR1", $p) if grep { defined($_) && m{(^|/)\Q$dhcp\E$} } @a[0, 1]; } } ` +
 		// sshd's first process returns before its daemon listens.
 		`if ($sshd) { my $up = 0; for (1..2000) { if (open(my $t, "<", "/proc/net/tcp")) { while (<$t>) { my @c = split; $up = 1 if $c[1] =~ /:0016$/ && $c[3] eq "0A"; } } last if $up; ` +
 		`if (waitpid($sshd, POSIX::WNOHANG()) == $sshd) { $e = "sshd exited (status $?)"; last; } select(undef, undef, undef, 0.005); } $up or $e ||= "sshd does not listen on port 22"; } ` +
@@ -167,7 +170,7 @@ func restoreHelper(in, out, pidFile string) string {
 func templatePrep() string {
 	return "for p in /proc/[0-9]*; do read -r c 2>/dev/null <$p/comm && [ \"$c\" = sshd ] && kill ${p#/proc/}; done; rm -f /run/sshd.pid /etc/ssh/ssh_host_ed25519_key /etc/ssh/ssh_host_ed25519_key.pub" +
 		" && rm -f " + restoreFIFO + " " + restoredFIFO + " " + restoreHelperPID + " && mkfifo -m 600 " + restoreFIFO + " " + restoredFIFO +
-		" && { perl -MPOSIX -e " + sshclient.ShellQuote(restoreHelper(restoreFIFO, restoredFIFO, restoreHelperPID)) + " 3<&0 </dev/null >/dev/null 2>&1 & }" +
+		" && { perl -MPOSIX -e " + sshclient.ShellQuote(restoreHelper(restoreFIFO, restoredFIFO, restoreHelperPID, "udhcpc")) + " 3<&0 </dev/null >/dev/null 2>&1 & }" +
 		" && for i in {1..500}; do [ -s " + restoreHelperPID + " ] && break; sleep 0.01; done && [ -s " + restoreHelperPID + " ]" +
 		// The console reads the next script as plain lines at once
 		// (console.Driver.Run); the identity script turns editing back on.

@@ -78,6 +78,16 @@ func TestWarmStart(t *testing.T) {
 			t.Errorf("a restored guest's clock is %d s off the host's", d)
 		}
 	}
+	// The DHCP lease was renewed (the template's last event was its
+	// boot's "bound"); the address stayed, so nothing in flight broke.
+	renewed := ""
+	for i := 0; i < 50 && renewed != "renew"; i++ {
+		renewed = strings.TrimSpace(must(t, env, "exec", "wa", "--", "cat", "/run/heyvm-dhcp.last"))
+		time.Sleep(200 * time.Millisecond)
+	}
+	if renewed != "renew" {
+		t.Errorf("the restored guest's last DHCP event is %q, want renew", renewed)
+	}
 	must(t, env, "exec", "wa", "--", "sh", "-c", "echo only-a > /root/mine")
 	if out, _, code := runIn(env, "", "exec", "wb", "--", "cat", "/root/mine"); code == 0 {
 		t.Errorf("a file written in one restored sandbox shows in the other: %q", out)
