@@ -23,6 +23,11 @@ const (
 	FailedMarker = "HEYVM-FAILED"
 )
 
+// EchoOn, typed at the console shell's prompt, turns echo back on for a
+// person at the console; Run turns it off again when it next runs
+// (HEYVM_NOECHO tells it to).
+const EchoOn = "stty echo 2>/dev/null; HEYVM_NOECHO=\n"
+
 // Driver reads a console stream and lets callers wait for lines on it.
 type Driver struct {
 	rw   io.ReadWriter

@@ -5,6 +5,8 @@ import (
 	"net"
 	"os"
 	"sync"
+
+	"github.com/heyvm/heyvm/internal/console"
 )
 
 // consoleHub fans the guest console out to terminals attached through
@@ -14,6 +16,8 @@ type consoleHub struct {
 	mu      sync.Mutex
 	clients map[net.Conn]chan []byte
 	l       net.Listener
+	// firstAttach runs once, when the first terminal attaches.
+	firstAttach sync.Once
 }
 
 func newConsoleHub() *consoleHub { return &consoleHub{clients: map[net.Conn]chan []byte{}} }
@@ -45,6 +49,11 @@ func listenPrivate(path string) (net.Listener, error) {
 	return l, nil
 }
 
+//
+// heyvm's console commands leave the shell's echo off (console.Driver),
+// and nobody types there until a person attaches: the first attach turns
+// echo back on (console.EchoOn), typed as if by them at the prompt the
+// shell is at.
 func (h *consoleHub) listen(path string, to io.Writer) error {
 	l, err := listenPrivate(path)
 	if err != nil {
@@ -59,6 +68,7 @@ func (h *consoleHub) listen(path string, to io.Writer) error {
 			if err != nil {
 				return
 			}
+			h.firstAttach.Do(func() { to.Write([]byte(console.EchoOn)) })
 			ch := make(chan []byte, 256)
 			h.mu.Lock()
 			h.clients[c] = ch

@@ -149,6 +149,11 @@ func TestConsoleAndLogs(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "console-42") {
 		t.Fatalf("console: %d %q", code, out)
 	}
+	// What a person types is echoed (heyvm's own console commands turn
+	// echo off; an attach turns it back on).
+	if !strings.Contains(out, "echo console-$((6*7))") {
+		t.Errorf("the console did not echo the typed command: %q", out)
+	}
 	logs := must(t, sharedEnv, "logs", shared)
 	if !strings.Contains(logs, "HEYVM-READY") || !strings.Contains(logs, "console-42") {
 		t.Fatalf("console.log lacks the boot and the session:\n%s", logs)
