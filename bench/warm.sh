@@ -5,6 +5,7 @@
 #   2. stop --suspend, and start (resume) -> first exec result, against
 #      stop (poweroff) and start --cold -> first exec result
 #   3. the disk clone against cp --sparse=always (bench/clonetime)
+# and `heyvm wt --detach` of a new branch to its first exec, warm.
 # Run where `heyvm images build-default` has run (HEYO_HOME as there).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,6 +41,17 @@ for i in $(seq "$runs"); do
 done
 mw=$(printf '%s\n' "${warm[@]}" | median); mc=$(printf '%s\n' "${cold[@]}" | median)
 echo "create->exec: warm ${mw}s, cold ${mc}s, ratio $(ratio "$mw" "$mc") (goal <= 0.25 and <= 1.0 s)"
+
+# heyvm wt of a new branch, --detach, to a command reading its worktree:
+# the worktree's share is hot-plugged into the restored VM.
+repo="$work/repo"
+git init -q "$repo" && echo hi >"$repo/f" && git -C "$repo" add f && git -C "$repo" -c user.email=b@b -c user.name=b commit -qm b
+wt=()
+for i in $(seq "$runs"); do
+	t=$(now); (cd "$repo" && "$heyvm" wt "b$i" --detach "${shape[@]}" >/dev/null 2>&1); "$heyvm" exec "repo-b$i" -- cat /workspace/f >/dev/null; wt+=("$(since "$t")")
+	"$heyvm" rm --force --yes "repo-b$i" >/dev/null
+done
+echo "wt --detach->exec (warm, worktree hot-plugged): $(printf '%s\n' "${wt[@]}" | median)s"
 
 "$heyvm" create --name s "${shape[@]}" >/dev/null
 "$heyvm" exec s -- true
