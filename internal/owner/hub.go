@@ -49,11 +49,11 @@ func listenPrivate(path string) (net.Listener, error) {
 	return l, nil
 }
 
-//
-// heyvm's console commands leave the shell's echo off (console.Driver),
-// and nobody types there until a person attaches: the first attach turns
-// echo back on (console.EchoOn), typed as if by them at the prompt the
-// shell is at.
+// listen serves console.sock: each terminal attached gets the console's
+// output and sends its keystrokes to to. heyvm's console commands leave
+// the shell's echo off (console.Driver), and nobody types there until a
+// person attaches: the first attach turns echo back on (console.EchoOn),
+// typed as if by them at the prompt the shell is at.
 func (h *consoleHub) listen(path string, to io.Writer) error {
 	l, err := listenPrivate(path)
 	if err != nil {

@@ -98,7 +98,7 @@ func TestIdentityScript(t *testing.T) {
 			t.Errorf("line lacks %q", want)
 		}
 	}
-	for _, want := range []string{restoreHelperPID, restoreFIFO, restoredFIFO, "read -r _", "HOSTKEY", "unset HEYVM_PLAIN"} {
+	for _, want := range []string{restoreHelperPID, restoreFIFO, restoredFIFO, "read -r _", "HOSTKEY", `PS1=${PS1//\\h/box}`, "unset HEYVM_PLAIN"} {
 		if !strings.Contains(a, want) {
 			t.Errorf("script lacks %q", want)
 		}

@@ -257,6 +257,9 @@ func identityScript(name, arch, authorizedKey string, grow bool, mounts []backen
 	cmds = append(cmds,
 		`{ read -r r <`+restoredFIFO+` && [ "$r" = ok ] || { echo "the restore helper failed: $r"; false; }; }`,
 		`read -r k </etc/ssh/ssh_host_ed25519_key.pub && echo "HOSTKEY $k"`,
+		// The console shell's prompt shows the new name (bash read the
+		// template's once, at its start).
+		`PS1=${PS1//\\h/`+sshclient.ShellQuote(name)+"}",
 		"unset HEYVM_PLAIN")
 	return strings.Join(cmds, " &&\n"), line, pub, nil
 }
