@@ -335,18 +335,46 @@ const createMargin = 256 * hostinfo.MiB
 func newRmCmd(ios IO) *cobra.Command {
 	var yes, force bool
 	cmd := &cobra.Command{
-		Use: "rm ID", Short: "Remove a sandbox and its disk", Args: cobra.ExactArgs(1),
+		Use: "rm ID...", Short: "Remove sandboxes and their disks", Args: cobra.MinimumNArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
 			e, err := openEnv()
 			if err != nil {
 				return err
 			}
-			return runRm(c.Context(), ios, e, args[0], yes, force)
+			return runRmAll(c.Context(), ios, e, args, yes, force)
 		},
 	}
 	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask for confirmation")
 	cmd.Flags().BoolVarP(&force, "force", "f", false, "stop it first if it runs; remove it even if its sandbox.yaml is damaged")
 	return cmd
+}
+
+// runRmAll removes each sandbox named. A name that matches nothing
+// stops it before anything is removed (a typo must not cost the others);
+// a sandbox that cannot be removed is reported and the rest still go.
+func runRmAll(ctx context.Context, ios IO, e env, refs []string, yes, force bool) error {
+	for _, ref := range refs {
+		if _, err := e.lookup(ref); err != nil && !(force && !errors.Is(err, sandbox.ErrNotFound) && isSandboxDir(e, ref)) {
+			if len(refs) > 1 {
+				return fmt.Errorf("%w (nothing was removed)", err)
+			}
+			return err
+		}
+	}
+	if len(refs) == 1 {
+		return runRm(ctx, ios, e, refs[0], yes, force)
+	}
+	var failed []string
+	for _, ref := range refs {
+		if err := runRm(ctx, ios, e, ref, yes, force); err != nil {
+			fmt.Fprintf(ios.ErrOut, "heyvm: %v\n", err)
+			failed = append(failed, ref)
+		}
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("%d of %d sandboxes were not removed: %s", len(failed), len(refs), strings.Join(failed, ", "))
+	}
+	return nil
 }
 
 func runRm(ctx context.Context, ios IO, e env, ref string, yes, force bool) error {

@@ -63,4 +63,15 @@ func TestAmbiguousPrefixAndCorruptConfig(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(homeOf(env), "sandboxes", "abc111111111")); err != nil {
 		t.Fatal("removing one sandbox touched another")
 	}
+	// rm takes several; a name that matches nothing removes none of them.
+	fails(t, env, "nothing was removed", "rm", "--yes", "one", "nosuch")
+	if s := get(t, env, "one"); s.Name != "one" {
+		t.Fatal("a failed rm of two removed the first")
+	}
+	must(t, env, "rm", "--yes", "one", "two")
+	for _, id := range []string{"abc111111111", "abc222222222"} {
+		if _, err := os.Stat(filepath.Join(homeOf(env), "sandboxes", id)); !os.IsNotExist(err) {
+			t.Errorf("rm one two left %s", id)
+		}
+	}
 }
