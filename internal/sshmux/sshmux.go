@@ -50,9 +50,11 @@ type Server struct {
 	closed bool
 }
 
-// guestConn is one connection to the guest, with its open sessions.
+// guestConn is one connection to the guest, with the channels relayed
+// on it (sessions among them).
 type guestConn struct {
 	c        *ssh.Client
+	channels int
 	sessions int
 	dead     bool
 }
@@ -163,7 +165,8 @@ func (s *Server) adopt(c *ssh.Client) *guestConn {
 
 // guest returns a live guest connection with room for one more channel
 // (session says it is a session), opening one if none has; release
-// gives the room back.
+// gives the room back. A connection opened for a burst of sessions is
+// closed once its last channel ends; the first one stays.
 func (s *Server) guest(ctx context.Context, session bool) (g *guestConn, release func(), err error) {
 	s.mu.Lock()
 	live := s.conns[:0]
@@ -176,6 +179,7 @@ func (s *Server) guest(ctx context.Context, session bool) (g *guestConn, release
 	for _, c := range live {
 		if !session || c.sessions < sessionsPerConn {
 			g = c
+			g.take(session)
 			break
 		}
 	}
@@ -192,21 +196,40 @@ func (s *Server) guest(ctx context.Context, session bool) (g *guestConn, release
 			return nil, nil, err
 		}
 		g = s.adopt(c)
+		s.mu.Lock()
+		g.take(session)
+		s.mu.Unlock()
 	}
-	if !session {
-		return g, func() {}, nil
-	}
-	s.mu.Lock()
-	g.sessions++
-	s.mu.Unlock()
 	var once sync.Once
-	return g, func() {
-		once.Do(func() {
-			s.mu.Lock()
-			g.sessions--
-			s.mu.Unlock()
-		})
-	}, nil
+	return g, func() { once.Do(func() { s.release(g, session) }) }, nil
+}
+
+func (g *guestConn) take(session bool) {
+	g.channels++
+	if session {
+		g.sessions++
+	}
+}
+
+func (s *Server) release(g *guestConn, session bool) {
+	s.mu.Lock()
+	g.channels--
+	if session {
+		g.sessions--
+	}
+	spare := g.channels == 0 && len(s.conns) > 1 && s.conns[0] != g
+	if spare {
+		for i, c := range s.conns {
+			if c == g {
+				s.conns = append(s.conns[:i], s.conns[i+1:]...)
+				break
+			}
+		}
+	}
+	s.mu.Unlock()
+	if spare {
+		g.c.Close()
+	}
 }
 
 func (s *Server) serveClient(nc net.Conn) {

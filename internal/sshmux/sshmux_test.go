@@ -29,6 +29,7 @@ type guest struct {
 	addr     string
 	cfg      *ssh.ServerConfig
 	conns    atomic.Int32
+	ended    atomic.Int32 // connections closed
 	open     atomic.Int32
 	maxOpen  atomic.Int32
 	keepSeen atomic.Int32
@@ -109,6 +110,7 @@ func (g *guest) serve(c net.Conn) {
 			r.Reply(r.Type == "keepalive@openssh.com", nil)
 		}
 	}()
+	defer g.ended.Add(1)
 	for nc := range chans {
 		if nc.ChannelType() != "session" {
 			nc.Reject(ssh.Prohibited, "only sessions here")
@@ -268,6 +270,16 @@ func TestRelaySpreadsAndRedials(t *testing.T) {
 	}
 	for _, s := range sessions {
 		s.Close()
+	}
+	// The second connection, opened for the burst, is closed once idle.
+	for g.ended.Load() < 1 && time.Now().Before(deadline.Add(5*time.Second)) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := g.ended.Load(); n != 1 {
+		t.Errorf("%d guest connections closed after the burst; want the spare one", n)
+	}
+	if out, _, _ := run(t, c, "true", ""); out != "LANG=C.UTF-8 cmd=true stdin=" || g.conns.Load() != 2 {
+		t.Errorf("on the first connection after the burst: %q, %d connections", out, g.conns.Load())
 	}
 	g.drop()
 	time.Sleep(50 * time.Millisecond)
