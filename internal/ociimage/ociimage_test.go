@@ -43,14 +43,7 @@ func TestPullWritesSharedBlobsAtEachOffset(t *testing.T) {
 	image.WriteMetadata(im.Dir, im.Meta)
 	reg := ocitest.Start(t)
 	ref := reg.Host + "/heyvm/base:1"
-	a, err := Pack(ctx, im, PackOptions{WorkDir: filepath.Join(t.TempDir(), "w"), CacheFile: filepath.Join(src.Dir, "cache.json")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := testRegistry().Push(ctx, a, ref, nil); err != nil {
-		t.Fatal(err)
-	}
-	a.Close()
+	pushImage(t, im, PackOptions{WorkDir: filepath.Join(t.TempDir(), "w")}, ref)
 	s, err := testRegistry().Fetch(ctx, ref)
 	if err != nil {
 		t.Fatal(err)
@@ -131,6 +124,20 @@ func sum(t *testing.T, path string) string {
 	return hex.EncodeToString(s[:])
 }
 
+// pushImage packs im and pushes it to ref.
+func pushImage(t *testing.T, im *image.Image, o PackOptions, ref string) {
+	t.Helper()
+	ctx := context.Background()
+	a, err := Pack(ctx, im, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	if _, err := testRegistry().Push(ctx, a, ref, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func testRegistry() Registry { return Registry{Insecure: true, Keychain: authn.NewMultiKeychain()} }
 
 func TestPushPullRoundTrip(t *testing.T) {
@@ -141,20 +148,13 @@ func TestPushPullRoundTrip(t *testing.T) {
 	host := reg.Host
 	ref := host + "/heyvm/base:1"
 
-	a, err := Pack(ctx, im, PackOptions{WorkDir: filepath.Join(t.TempDir(), "w"), CacheFile: filepath.Join(src.Dir, "cache.json")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := testRegistry().Push(ctx, a, ref, nil); err != nil {
-		t.Fatal(err)
-	}
-	a.Close()
+	pushImage(t, im, PackOptions{WorkDir: filepath.Join(t.TempDir(), "w"), CacheFile: filepath.Join(src.Dir, "cache.json")}, ref)
 	first := reg.Uploads()
 	if first == 0 {
 		t.Fatal("first push uploaded nothing")
 	}
 	// A second push (from the pack cache) uploads no blob.
-	a, err = Pack(ctx, im, PackOptions{WorkDir: filepath.Join(t.TempDir(), "w"), CacheFile: filepath.Join(src.Dir, "cache.json")})
+	a, err := Pack(ctx, im, PackOptions{WorkDir: filepath.Join(t.TempDir(), "w"), CacheFile: filepath.Join(src.Dir, "cache.json")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,14 +198,7 @@ func TestPushPullRoundTrip(t *testing.T) {
 	}
 	// An arm64 image pushed to the same ref joins the index.
 	arm := fakeImage(t, src, "base-arm", "arm64", 8<<20)
-	a2, err := Pack(ctx, arm, PackOptions{WorkDir: filepath.Join(t.TempDir(), "w")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a2.Close()
-	if _, err := testRegistry().Push(ctx, a2, ref, nil); err != nil {
-		t.Fatal(err)
-	}
+	pushImage(t, arm, PackOptions{WorkDir: filepath.Join(t.TempDir(), "w")}, ref)
 	s, _ = testRegistry().Fetch(ctx, ref)
 	for _, arch := range []string{"amd64", "arm64"} {
 		if _, err := s.Select(arch); err != nil {
