@@ -223,7 +223,10 @@ func Install(ctx context.Context, src Source, o InstallOptions) (*image.Image, b
 
 	// Pieces with the same blob (a 4 GiB disk's empty chunks all have
 	// one) are fetched and decoded once and written at each offset.
-	type job struct{ first, same []int }
+	type job struct {
+		first int     // the piece fetched
+		also  []piece // pieces written from the same blob
+	}
 	jobs := map[v1.Hash]*job{}
 	var order []*job
 	var total int64
@@ -233,18 +236,18 @@ func Install(ctx context.Context, src Source, o InstallOptions) (*image.Image, b
 		}
 		total += p.Size
 		d := m.Layers[i].Digest
-		if j := jobs[d]; j != nil && pieces[j.first[0]].File == p.File && pieces[j.first[0]].Size == p.Size {
-			j.same = append(j.same, i)
+		if j := jobs[d]; j != nil && pieces[j.first].File == p.File && pieces[j.first].Size == p.Size {
+			j.also = append(j.also, p)
 			continue
 		}
-		j := &job{first: []int{i}}
+		j := &job{first: i}
 		if jobs[d] == nil {
 			jobs[d] = j
 		}
 		order = append(order, j)
 	}
 	// Largest first, so the last worker is not left with a big chunk.
-	sort.SliceStable(order, func(a, b int) bool { return m.Layers[order[a].first[0]].Size > m.Layers[order[b].first[0]].Size })
+	sort.SliceStable(order, func(a, b int) bool { return m.Layers[order[a].first].Size > m.Layers[order[b].first].Size })
 	prog := orNoProgress(o.Progress)
 	prog.Phase("pull "+name, total)
 	// One failed layer does not cancel the others: what they verify is
@@ -253,12 +256,7 @@ func Install(ctx context.Context, src Source, o InstallOptions) (*image.Image, b
 	g.SetLimit(runtime.NumCPU())
 	gctx := ctx
 	for _, j := range order {
-		i := j.first[0]
-		p, d := pieces[i], m.Layers[i]
-		var also []piece
-		for _, k := range j.same {
-			also = append(also, pieces[k])
-		}
+		p, d, also := pieces[j.first], m.Layers[j.first], j.also
 		g.Go(func() error {
 			if err := gctx.Err(); err != nil {
 				return err

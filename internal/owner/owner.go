@@ -466,10 +466,7 @@ func (s *Session) shareSSH(guest *ssh.Client) (string, error) {
 // guestSSH is a connection to the guest for one command of the owner's:
 // the shared one when there is one; done lets go of it.
 func (s *Session) guestSSH(ctx context.Context) (c *ssh.Client, done func(), err error) {
-	s.mu.Lock()
-	mux := s.mux
-	s.mu.Unlock()
-	if mux != nil {
+	if mux := s.sharedSSH(); mux != nil {
 		return mux.Guest(ctx)
 	}
 	if c, err = sshclient.Dial(ctx, s.target); err != nil {
@@ -482,12 +479,16 @@ func (s *Session) guestSSH(ctx context.Context) (c *ssh.Client, done func(), err
 // saved: a saved VM keeps no sshd child for a connection that is gone
 // when it resumes.
 func (s *Session) dropGuestSSH() {
-	s.mu.Lock()
-	mux := s.mux
-	s.mu.Unlock()
-	if mux != nil {
+	if mux := s.sharedSSH(); mux != nil {
 		mux.DropGuests()
 	}
+}
+
+// sharedSSH is the shared guest connection's server, nil if there is none.
+func (s *Session) sharedSSH() *sshmux.Server {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.mux
 }
 
 // bootError adds the end of the console log, which is where the guest
@@ -677,10 +678,7 @@ func (s *Session) finish(reason, detail string) {
 			s.control.Close()
 			os.Remove(files.ControlSock())
 		}
-		s.mu.Lock()
-		mux := s.mux
-		s.mu.Unlock()
-		if mux != nil {
+		if mux := s.sharedSSH(); mux != nil {
 			mux.Close()
 			os.Remove(files.SSHSock())
 		}

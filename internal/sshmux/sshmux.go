@@ -105,13 +105,9 @@ func Listen(path string, hostKey ssh.Signer, clientKey ssh.PublicKey, first *ssh
 func (s *Server) Close() error {
 	s.mu.Lock()
 	s.closed = true
-	conns := s.conns
-	s.conns = nil
 	s.mu.Unlock()
 	err := s.ln.Close()
-	for _, g := range conns {
-		g.c.Close()
-	}
+	s.DropGuests()
 	return err
 }
 
