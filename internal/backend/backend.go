@@ -77,6 +77,20 @@ var ErrDiskBusy = errors.New("the sandbox's disk is in use by another process")
 // what the spec asks for; boot it instead.
 var ErrRestoreUnsupported = errors.New("cannot restore a saved machine with these devices")
 
+// ErrSavedState: the saved machine state itself could not be loaded
+// (damaged, cut short, or made by another hypervisor build). Only this
+// condemns a saved state; anything else that stops a restore (a shared
+// folder's server, a port) is the sandbox's own trouble.
+var ErrSavedState = errors.New("the saved machine state cannot be loaded")
+
+// SavedStateError marks err as a fault of the saved state.
+func SavedStateError(err error) error {
+	if err == nil || errors.Is(err, ErrSavedState) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", ErrSavedState, err)
+}
+
 // Machine is a running VM.
 type Machine interface {
 	// Console is the guest's console (hvc0) as a byte stream.

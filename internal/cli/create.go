@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"syscall"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	"github.com/heyvm/heyvm/internal/hostinfo"
 	"github.com/heyvm/heyvm/internal/image"
 	"github.com/heyvm/heyvm/internal/owner"
+	"github.com/heyvm/heyvm/internal/portfwd"
 	"github.com/heyvm/heyvm/internal/sandbox"
 	"github.com/heyvm/heyvm/internal/warm"
 )
@@ -71,6 +73,9 @@ func (o *CreateOptions) validate() error {
 	if o.DiskSizeMiB < 0 {
 		return fmt.Errorf("--disk-size %d is negative: give a size in MiB, or leave it out for the image's size", o.DiskSizeMiB)
 	}
+	if o.DiskSizeMiB > maxDiskMiB {
+		return fmt.Errorf("--disk-size %d MiB is more than heyvm supports: give at most %d (16 TiB)", o.DiskSizeMiB, maxDiskMiB)
+	}
 	if o.TTL < 0 {
 		return fmt.Errorf("--ttl must be positive")
 	}
@@ -113,16 +118,40 @@ func addCreateFlags(cmd *cobra.Command, o *CreateOptions) {
 	cmd.Flags().BoolVar(&o.Cold, "cold", false, "boot from scratch even if the image has a ready snapshot")
 }
 
+// addTTLFlags adds --ttl and --ttl-seconds. The function it returns,
+// called before the command runs, sets *ttl from whichever was given, and
+// refuses both at once or a TTL that is not positive (leaving the flags
+// out is how to have none).
+func addTTLFlags(cmd *cobra.Command, ttl *time.Duration) func() error {
+	var secs int
+	cmd.Flags().DurationVar(ttl, "ttl", 0, "stop the sandbox after this long (e.g. 90m)")
+	cmd.Flags().IntVar(&secs, "ttl-seconds", 0, "like --ttl, in seconds")
+	return func() error {
+		f := cmd.Flags()
+		switch {
+		case f.Changed("ttl") && f.Changed("ttl-seconds"):
+			return errors.New("give --ttl or --ttl-seconds, not both")
+		case f.Changed("ttl-seconds") && secs <= 0:
+			return fmt.Errorf("--ttl-seconds %d: give a positive number of seconds, or leave it out for no TTL", secs)
+		case f.Changed("ttl-seconds"):
+			*ttl = time.Duration(secs) * time.Second
+		case f.Changed("ttl") && *ttl <= 0:
+			return fmt.Errorf("--ttl %s: give a positive duration such as 90m, or leave it out for no TTL", *ttl)
+		}
+		return nil
+	}
+}
+
 func newCreateCmd(ios IO) *cobra.Command {
 	o := &CreateOptions{}
-	var ttlSeconds int
+	var ttl func() error
 	cmd := &cobra.Command{
 		Use:   "create",
 		Short: "Create a sandbox and start it in the background",
 		Args:  cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			if ttlSeconds > 0 {
-				o.TTL = time.Duration(ttlSeconds) * time.Second
+			if err := ttl(); err != nil {
+				return err
 			}
 			ctx, stop := signal.NotifyContext(c.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
@@ -134,8 +163,7 @@ func newCreateCmd(ios IO) *cobra.Command {
 	addCreateFlags(cmd, o)
 	cmd.Flags().IntVar(&o.DiskSizeMiB, "disk-size", 0, "disk size in MiB (default: the image's)")
 	cmd.Flags().StringArrayVar(&o.Env, "env", nil, "KEY=VALUE set for every exec and shell (repeatable)")
-	cmd.Flags().DurationVar(&o.TTL, "ttl", 0, "stop the sandbox after this long (e.g. 90m)")
-	cmd.Flags().IntVar(&ttlSeconds, "ttl-seconds", 0, "like --ttl, in seconds")
+	ttl = addTTLFlags(cmd, &o.TTL)
 	cmd.Flags().BoolVar(&o.PrintID, "print-id", false, "print only the id")
 	cmd.Flags().StringArrayVar(&o.MountSpecs, "mount", nil, "share a host directory: HOST:GUEST[:ro] (repeatable)")
 	cmd.Flags().StringArrayVar(&o.PortSpecs, "port", nil, "forward 127.0.0.1:HOST to the guest: GUEST or HOST:GUEST (repeatable)")
@@ -191,6 +219,13 @@ func createSandbox(ctx context.Context, ios IO, e env, o *CreateOptions) (*sandb
 	if err := o.validate(); err != nil {
 		return nil, err
 	}
+	// A port the VM could not forward would leave a sandbox that cannot
+	// start: say so before anything is made.
+	for _, p := range o.Ports {
+		if err := portfwd.CheckFree(p.HostPort); err != nil {
+			return nil, fmt.Errorf("--port %d:%d: %v", p.HostPort, p.GuestPort, err)
+		}
+	}
 	b, err := backend.Get(o.Backend)
 	if err != nil {
 		return nil, err
@@ -211,22 +246,20 @@ func createSandbox(ctx context.Context, ios IO, e env, o *CreateOptions) (*sandb
 	if total, err := hostinfo.TotalMemory(); err == nil && int64(o.MemoryMiB)*hostinfo.MiB > total/2 {
 		fmt.Fprintf(ios.ErrOut, "warning: --memory %d MiB is more than half of this host's %d MiB; the host may start swapping\n", o.MemoryMiB, total/hostinfo.MiB)
 	}
-	// The clone takes what the image's disk holds; the guest needs room
-	// to write on top. Check before anything is written.
-	if err := hostinfo.NeedSpace(e.root.SandboxesDir(), image.DiskUsage(im.Dir)+createMargin, "a new sandbox (the disk clone and a working margin)"); err != nil {
-		return nil, err
-	}
-	id := sandbox.NewID()
-	name := o.Name
-	if name == "" {
-		name = "sb-" + id[:6]
+	if n := runtime.NumCPU(); o.CPUs > n {
+		fmt.Fprintf(ios.ErrOut, "warning: --cpus %d is more than this host's %d CPUs; the guest's CPUs will share them and run no faster\n", o.CPUs, n)
 	}
 	diskSize := int64(o.DiskSizeMiB) << 20
 	if diskSize == 0 {
 		diskSize = im.Meta.RootfsSize
 	}
+	if diskSize < im.Meta.RootfsSize {
+		// The guest's file system fills the image's disk: a smaller one
+		// cuts it off.
+		return nil, fmt.Errorf("--disk-size %d MiB is smaller than image %s's disk (%d MiB): give at least %d, or leave it out", o.DiskSizeMiB, im.Name, im.Meta.RootfsSize>>20, (im.Meta.RootfsSize+(1<<20)-1)>>20)
+	}
 	cfg := &sandbox.Config{
-		ID: id, Name: name, Image: im.Name, Backend: b.Name(), Arch: im.Meta.Arch,
+		Name: o.Name, Image: im.Name, Backend: b.Name(), Arch: im.Meta.Arch,
 		CPUs: o.CPUs, MemoryMiB: o.MemoryMiB, DiskSizeMiB: int(diskSize >> 20),
 		Env: o.Env, Mounts: o.Mounts, Ports: o.Ports, TTL: sandbox.Duration(o.TTL),
 		MAC: sandbox.NewMAC(), Workspace: o.Workspace, Autostart: o.Autostart, AutoPorts: o.AutoPorts,
@@ -241,6 +274,12 @@ func createSandbox(ctx context.Context, ios IO, e env, o *CreateOptions) (*sandb
 		if snap = warm.Find(e.root, b.Name(), b.HypervisorBuild(im.Meta.Arch), im, warm.ShapeOf(cfg)); snap != nil {
 			cfg.WarmFrom = snap.Files.Dir
 		}
+	}
+	// Room for what this create writes (an overlay where the image's
+	// layers are linked, a whole clone where they are copied) and for the
+	// guest to write on top. Checked before anything is written.
+	if err := hostinfo.NeedSpace(e.root.SandboxesDir(), owner.DiskSpaceNeeded(b.Name(), e.root.SandboxesDir(), im, snap)+createMargin, "a new sandbox (its disk and a working margin)"); err != nil {
+		return nil, err
 	}
 	sb, err := e.store.Create(ctx, cfg, func(rootfs string) error {
 		dir := filepath.Dir(rootfs)
@@ -287,6 +326,10 @@ func resolveImage(ctx context.Context, ios IO, e env, backendName, name string) 
 	}
 	return im, err
 }
+
+// maxDiskMiB bounds --disk-size: 16 TiB, within what qcow2, ext4 and
+// APFS take for one disk.
+const maxDiskMiB = 16 << 20
 
 // createMargin is the free space a new sandbox needs beyond its disk clone.
 const createMargin = 256 * hostinfo.MiB

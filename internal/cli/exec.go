@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/heyvm/heyvm/internal/layout"
@@ -57,9 +58,7 @@ func (c *liveConn) outcome(code int, err error) (int, error) {
 }
 
 // stateWithReason is a state as list shows it.
-func stateWithReason(st sandbox.State) string {
-	return sandboxView{State: st.Status, Owner: st.Owner, LastStop: st.LastStop}.stateText()
-}
+func stateWithReason(st sandbox.State) string { return stateText(st, "") }
 
 func connect(ctx context.Context, e env, sb *sandbox.Sandbox) (*liveConn, error) {
 	st, err := sandbox.ReadState(sb.Files)
@@ -76,12 +75,20 @@ func connect(ctx context.Context, e env, sb *sandbox.Sandbox) (*liveConn, error)
 	case sandbox.Paused:
 		return nil, fmt.Errorf("sandbox %s is paused (%s): make room if its disk is full, then `heyvm start %s` resumes it", sb.Config.Name, st.Owner.Paused.Reason, sb.Config.Name)
 	}
+	if st.Owner == nil {
+		return nil, fmt.Errorf("sandbox %s runs, but %s: `heyvm stop %s` and `heyvm start %s` bring it back", sb.Config.Name, st.OwnerDamaged, sb.Config.Name, sb.Config.Name)
+	}
 	signer, _, err := sshclient.ManagedKey(e.root)
 	if err != nil {
 		return nil, err
 	}
-	c, err := dialShared(ctx, sb, st.Owner, signer)
-	if err != nil {
+	// HEYVM_SSH_DIRECT=1 skips the owner's shared connection (to tell
+	// a fault of it from one of the guest's sshd).
+	var c *ssh.Client
+	if os.Getenv("HEYVM_SSH_DIRECT") != "1" {
+		c, err = dialShared(ctx, sb, st.Owner, signer)
+	}
+	if c == nil {
 		key, kerr := sshclient.PinnedHostKey(sb.Files.KnownHosts())
 		if kerr != nil {
 			return nil, kerr
@@ -131,14 +138,21 @@ func newExecCmd(ios IO) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "exec ID [--cwd DIR] [--env K=V]... [--user U] -- CMD...",
 		Short: "Run a command in a sandbox over SSH",
-		Args:  cobra.MinimumNArgs(2),
-		RunE: func(c *cobra.Command, args []string) error {
-			o.Ref, o.Argv = args[0], args[1:]
-			// Flags stop at the sandbox id, so cobra keeps the "--" that
-			// separates the command; it is not part of the command.
-			if len(o.Argv) > 0 && o.Argv[0] == "--" {
-				o.Argv = o.Argv[1:]
+		Args: func(c *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return errors.New("exec needs a sandbox and a command: `heyvm exec ID -- CMD...`")
 			}
+			return nil
+		},
+		RunE: func(c *cobra.Command, args []string) error {
+			argv, err := commandAfterID(c, args[1:])
+			if errors.Is(err, errHelpShown) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			o.Ref, o.Argv = args[0], argv
 			if len(o.Argv) == 0 {
 				return fmt.Errorf("no command given: use `heyvm exec %s -- CMD...`", o.Ref)
 			}
@@ -157,6 +171,31 @@ func newExecCmd(ios IO) *cobra.Command {
 	cmd.Flags().StringArrayVar(&o.Env, "env", nil, "KEY=VALUE (repeatable)")
 	cmd.Flags().StringVar(&o.User, "user", "", "guest user to run as (default root)")
 	return cmd
+}
+
+// errHelpShown: --help came after the id, and the help is printed.
+var errHelpShown = errors.New("help shown")
+
+// commandAfterID takes heyvm's own flags off the front of what follows
+// the sandbox id (the usage puts them there; cobra stops parsing at the
+// id so that the command's own flags stay the command's) and returns the
+// command: everything after `--`, or from its first word that is not a
+// flag.
+func commandAfterID(c *cobra.Command, rest []string) ([]string, error) {
+	if len(rest) == 0 || rest[0] == "--" || !strings.HasPrefix(rest[0], "-") {
+		if len(rest) > 0 && rest[0] == "--" {
+			rest = rest[1:]
+		}
+		return rest, nil
+	}
+	if err := c.Flags().Parse(rest); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			c.Help()
+			return nil, errHelpShown
+		}
+		return nil, fmt.Errorf("%v: see `%s --help`", err, c.CommandPath())
+	}
+	return c.Flags().Args(), nil
 }
 
 // RunExec runs the command and returns its exit status.

@@ -194,7 +194,7 @@ func pullInto(ctx context.Context, ios IO, st image.Store, o TransferOptions, re
 
 func install(ctx context.Context, ios IO, st image.Store, o TransferOptions, src ociimage.Source, arch, what string) (*image.Image, error) {
 	im, installed, err := ociimage.Install(ctx, src, ociimage.InstallOptions{
-		Store: st, Name: o.Name, Arch: arch, Replace: o.Force, Progress: newByteProgress(ios.Out),
+		Store: st, Name: o.Name, Arch: arch, Replace: o.Force, Progress: newByteProgress(ios.Out), Verb: strings.Fields(what)[0],
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", what, err)

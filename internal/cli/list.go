@@ -20,6 +20,10 @@ type sandboxView struct {
 	LastStop *sandbox.StopInfo  `json:"last_stop,omitempty"`
 	TTLLeft  string             `json:"ttl_left,omitempty"`
 	Dir      string             `json:"dir"`
+	// OwnerDamaged: running, but its owner.json is damaged (see State).
+	OwnerDamaged string `json:"owner_damaged,omitempty"`
+	// Error: why a damaged sandbox (State "damaged") cannot be read.
+	Error string `json:"error,omitempty"`
 }
 
 func viewOf(sb *sandbox.Sandbox) (sandboxView, error) {
@@ -27,25 +31,42 @@ func viewOf(sb *sandbox.Sandbox) (sandboxView, error) {
 	if err != nil {
 		return sandboxView{}, err
 	}
-	v := sandboxView{Config: sb.Config, State: st.Status, Owner: st.Owner, LastStop: st.LastStop, Dir: sb.Files.Dir}
+	v := sandboxView{Config: sb.Config, State: st.Status, Owner: st.Owner, LastStop: st.LastStop, Dir: sb.Files.Dir, OwnerDamaged: st.OwnerDamaged}
 	if st.Owner != nil {
 		v.SSH = fmt.Sprintf("%s:%d", st.Owner.SSHHost, st.Owner.SSHPort)
 		if st.Owner.ExpiresAt != nil {
-			v.TTLLeft = time.Until(*st.Owner.ExpiresAt).Round(time.Second).String()
+			// Between expiry and the owner's stop, nothing is left.
+			v.TTLLeft = max(time.Until(*st.Owner.ExpiresAt), 0).Round(time.Second).String()
 		}
 	}
 	return v, nil
 }
 
+// brokenView is a sandbox whose sandbox.yaml cannot be read: a row of
+// its own, so that scripts reading `list --json` see it.
+func brokenView(b sandbox.Broken) sandboxView {
+	return sandboxView{Config: &sandbox.Config{ID: b.ID}, State: sandbox.Damaged, Dir: b.Dir, Error: b.Err.Error()}
+}
+
 func (v sandboxView) stateText() string {
-	s := string(v.State)
+	return stateText(sandbox.State{Status: v.State, Owner: v.Owner, LastStop: v.LastStop, OwnerDamaged: v.OwnerDamaged}, v.Error)
+}
+
+// stateText is a state as list and get show it, with why it is so.
+// damaged is the error of a sandbox whose sandbox.yaml is unreadable.
+func stateText(st sandbox.State, damaged string) string {
+	s := string(st.Status)
 	switch {
-	case v.State == sandbox.Stopped && v.LastStop != nil:
-		s += " (" + v.LastStop.Reason + ")"
-	case v.Owner != nil && v.Owner.Paused != nil:
-		s += " (" + v.Owner.Paused.Reason + ")"
-	case v.Owner != nil && len(v.Owner.BrokenShares) > 0:
-		s += " (shared folder broken: " + strings.Join(v.Owner.BrokenShares, "; ") + ")"
+	case st.Status == sandbox.Damaged:
+		s += ": " + damaged
+	case st.Status == sandbox.Stopped && st.LastStop != nil && st.LastStop.Reason != sandbox.StopRequested:
+		s += " (" + st.LastStop.Reason + ")"
+	case st.OwnerDamaged != "":
+		s += " (owner file damaged: " + st.OwnerDamaged + "; `heyvm stop` and `heyvm start` it)"
+	case st.Owner != nil && st.Owner.Paused != nil:
+		s += " (" + st.Owner.Paused.Reason + ")"
+	case st.Owner != nil && len(st.Owner.BrokenShares) > 0:
+		s += " (shared folder broken: " + strings.Join(st.Owner.BrokenShares, "; ") + ")"
 	}
 	return s
 }
@@ -75,7 +96,7 @@ func newListCmd(ios IO) *cobra.Command {
 				views = append(views, v)
 			}
 			for _, b := range broken {
-				fmt.Fprintf(ios.ErrOut, "heyvm: sandbox %s is damaged: %v\n", b.ID, b.Err)
+				views = append(views, brokenView(b))
 			}
 			if asJSON {
 				return writeJSON(ios, views)
@@ -83,8 +104,12 @@ func newListCmd(ios IO) *cobra.Command {
 			tw := tabwriter.NewWriter(ios.Out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "ID\tNAME\tIMAGE\tBACKEND\tSTATE\tSSH\tTTL\tPORTS\tAGE")
 			for _, v := range views {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", v.ID, v.Name, v.Image, v.Backend, v.stateText(),
-					dash(v.SSH), dash(v.TTLLeft), dash(portsText(v.Config)), humanAge(v.Created))
+				age := "-"
+				if !v.Created.IsZero() {
+					age = humanAge(v.Created)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", v.ID, dash(v.Name), dash(v.Image), dash(v.Backend), v.stateText(),
+					dash(v.SSH), dash(v.TTLLeft), dash(v.portsText()), age)
 			}
 			return tw.Flush()
 		},
@@ -94,10 +119,23 @@ func newListCmd(ios IO) *cobra.Command {
 	return cmd
 }
 
-func portsText(c *sandbox.Config) string {
+// portsText lists the forwards: a running sandbox's as its owner has
+// them (--once and --auto-ports ones too, marked), else sandbox.yaml's.
+func (v sandboxView) portsText() string {
+	ports := v.Config.Ports
+	if v.Owner != nil {
+		ports = v.Owner.Ports
+	}
 	var p []string
-	for _, f := range c.Ports {
-		p = append(p, fmt.Sprintf("127.0.0.1:%d->%d", f.HostPort, f.GuestPort))
+	for _, f := range ports {
+		mark := ""
+		switch {
+		case f.Auto:
+			mark = " (auto)"
+		case f.Once:
+			mark = " (once)"
+		}
+		p = append(p, fmt.Sprintf("127.0.0.1:%d->%d%s", f.HostPort, f.GuestPort, mark))
 	}
 	return strings.Join(p, ",")
 }
@@ -135,7 +173,7 @@ func newGetCmd(ios IO) *cobra.Command {
 			if v.TTL > 0 {
 				fmt.Fprintf(w, "TTL:       %s (left: %s)\n", time.Duration(v.TTL), dash(v.TTLLeft))
 			}
-			if p := portsText(v.Config); p != "" {
+			if p := v.portsText(); p != "" {
 				fmt.Fprintf(w, "Ports:     %s\n", p)
 			}
 			if v.HostLoopback {

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"text/tabwriter"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/heyvm/heyvm/internal/backend"
 	"github.com/heyvm/heyvm/internal/owner"
+	"github.com/heyvm/heyvm/internal/portfwd"
 	"github.com/heyvm/heyvm/internal/sandbox"
 )
 
@@ -85,6 +87,11 @@ func checkConfigPort(cfg *sandbox.Config, p backend.PortForward) error {
 		if q.HostPort == p.HostPort && q.GuestPort != p.GuestPort {
 			return fmt.Errorf("host port %d already forwards to guest port %d: remove it first with `heyvm port rm %s %d`", p.HostPort, q.GuestPort, cfg.Name, p.HostPort)
 		}
+	}
+	// A port in use now may be free at the next start; a privileged one
+	// never will be.
+	if err := portfwd.CheckFree(p.HostPort); errors.Is(err, portfwd.ErrPortPrivileged) {
+		return err
 	}
 	return nil
 }

@@ -34,14 +34,27 @@ func newRmCmd(ios IO) *cobra.Command {
 // stops it before anything is removed (a typo must not cost the others);
 // a sandbox that cannot be removed is reported and the rest still go.
 func runRmAll(ctx context.Context, ios IO, e env, refs []string, yes, force bool) error {
+	// Each sandbox once, however many of the refs name it.
+	seen := map[string]bool{}
+	var unique []string
 	for _, ref := range refs {
-		if _, err := e.lookup(ref); err != nil && !(force && !errors.Is(err, sandbox.ErrNotFound) && isSandboxDir(e, ref)) {
+		sb, err := e.lookup(ref)
+		if err != nil && !(force && !errors.Is(err, sandbox.ErrNotFound) && isSandboxDir(e, ref)) {
 			if len(refs) > 1 {
 				return fmt.Errorf("%w (nothing was removed)", err)
 			}
 			return err
 		}
+		id := ref
+		if sb != nil {
+			id = sb.Config.ID
+		}
+		if !seen[id] {
+			seen[id] = true
+			unique = append(unique, ref)
+		}
 	}
+	refs = unique
 	if len(refs) == 1 {
 		return runRm(ctx, ios, e, refs[0], yes, force)
 	}

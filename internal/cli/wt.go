@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/signal"
 	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -30,7 +29,7 @@ type WtOptions struct {
 
 func newWtCmd(ios IO) *cobra.Command {
 	o := &WtOptions{}
-	var ttlSeconds int
+	var ttl func() error
 	cmd := &cobra.Command{
 		Use:   "wt BRANCH",
 		Short: "Open a shell in a VM on BRANCH's git worktree (mounted at /workspace)",
@@ -41,8 +40,8 @@ func newWtCmd(ios IO) *cobra.Command {
 		Args: cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
 			o.Branch = args[0]
-			if ttlSeconds > 0 {
-				o.Create.TTL = time.Duration(ttlSeconds) * time.Second
+			if err := ttl(); err != nil {
+				return err
 			}
 			return RunWt(c.Context(), ios, o)
 		},
@@ -50,8 +49,7 @@ func newWtCmd(ios IO) *cobra.Command {
 	cmd.Flags().StringVar(&o.Repo, "repo", "", "the git repository (default: the one around the current directory)")
 	cmd.Flags().BoolVar(&o.Detach, "detach", false, "keep the VM running in the background and return once it is ready")
 	addCreateFlags(cmd, &o.Create)
-	cmd.Flags().DurationVar(&o.Create.TTL, "ttl", 0, "stop the sandbox after this long (e.g. 90m)")
-	cmd.Flags().IntVar(&ttlSeconds, "ttl-seconds", 0, "like --ttl, in seconds")
+	ttl = addTTLFlags(cmd, &o.Create.TTL)
 	cmd.Flags().StringArrayVar(&o.Create.PortSpecs, "port", nil, "forward 127.0.0.1:HOST to the guest: GUEST or HOST:GUEST (repeatable)")
 	cmd.Flags().BoolVar(&o.Create.Autostart, "autostart", false, "start this sandbox again when the host boots (see `heyvm autostart`)")
 	cmd.Flags().BoolVar(&o.Create.AutoPorts, "auto-ports", false, "forward each TCP port the guest listens on (same host port if free)")

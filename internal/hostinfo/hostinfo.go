@@ -55,17 +55,6 @@ func MountPoint(path string) string {
 	if err != nil {
 		return path
 	}
-	dev := func(q string) (uint64, bool) {
-		fi, err := os.Stat(q)
-		if err != nil {
-			return 0, false
-		}
-		st, ok := fi.Sys().(*syscall.Stat_t)
-		if !ok {
-			return 0, false
-		}
-		return uint64(st.Dev), true
-	}
 	d, ok := dev(p)
 	if !ok {
 		return p
@@ -81,6 +70,28 @@ func MountPoint(path string) string {
 		}
 		p = parent
 	}
+}
+
+// dev is the device of the file system holding q.
+func dev(q string) (uint64, bool) {
+	fi, err := os.Stat(q)
+	if err != nil {
+		return 0, false
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return 0, false
+	}
+	return uint64(st.Dev), true
+}
+
+// SameFileSystem says whether a and b (or, where they do not exist yet,
+// their nearest existing parents) are on one file system: whether a file
+// of one can be hard-linked into the other.
+func SameFileSystem(a, b string) bool {
+	da, ok1 := dev(existingParent(a))
+	db, ok2 := dev(existingParent(b))
+	return ok1 && ok2 && da == db
 }
 
 // NeedSpace fails, naming the file system and the amounts, when the file

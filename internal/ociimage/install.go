@@ -102,6 +102,9 @@ type InstallOptions struct {
 	// Replace swaps out an image of the same name that holds something else.
 	Replace  bool
 	Progress Progress
+	// Verb names the work in progress reports: "pull" (the default) or
+	// "import".
+	Verb string
 }
 
 // ErrExists means an image of that name exists and holds another artifact.
@@ -249,7 +252,11 @@ func Install(ctx context.Context, src Source, o InstallOptions) (*image.Image, b
 	// Largest first, so the last worker is not left with a big chunk.
 	sort.SliceStable(order, func(a, b int) bool { return m.Layers[order[a].first].Size > m.Layers[order[b].first].Size })
 	prog := orNoProgress(o.Progress)
-	prog.Phase("pull "+name, total)
+	verb := o.Verb
+	if verb == "" {
+		verb = "pull"
+	}
+	prog.Phase(verb+" "+name, total)
 	// One failed layer does not cancel the others: what they verify is
 	// kept for the next attempt.
 	var g errgroup.Group

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/heyvm/heyvm/internal/backend"
+	"github.com/heyvm/heyvm/internal/layout"
 	"github.com/heyvm/heyvm/internal/sandbox"
 )
 
@@ -18,7 +19,7 @@ import (
 
 // ControlRequest is what a CLI asks the owner.
 type ControlRequest struct {
-	Op   string              `json:"op"` // port-add, port-rm, port-list, suspend
+	Op   string              `json:"op"` // port-add, port-rm, port-list, info, suspend
 	Port backend.PortForward `json:"port"`
 }
 
@@ -90,7 +91,9 @@ func (s *Session) serveControl(c net.Conn) {
 		} else {
 			fmt.Fprintf(s.log, "owner: stopped forwarding 127.0.0.1:%d (guest port %d)\n", f.HostPort, f.GuestPort)
 		}
-	case "port-list":
+	case "port-list", "info":
+		// Both rewrite owner.json (recordPorts, below): "info" is how a
+		// CLI that found it damaged gets it back.
 	default:
 		reply.Error = "unknown request " + req.Op
 	}
@@ -108,6 +111,15 @@ func (s *Session) recordPorts(ports []backend.PortForward) {
 	}
 	s.Info.Ports = ports
 	sandbox.WriteOwnerInfo(s.sb.Files, s.Info)
+}
+
+func init() {
+	sandbox.RewriteOwnerInfo = func(files layout.Sandbox) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		_, err := Control(ctx, &sandbox.Sandbox{Config: &sandbox.Config{}, Files: files}, ControlRequest{Op: "info"})
+		return err
+	}
 }
 
 // ErrNotRunning means the sandbox has no owner to ask.

@@ -119,6 +119,9 @@ func Boot(ctx context.Context, o BootOptions) (*Session, error) {
 	if err != nil {
 		return fail(fmt.Errorf("sandbox %s needs image %q: %w", cfg.Name, cfg.Image, err))
 	}
+	if err := checkDisk(cfg, files); err != nil {
+		return fail(err)
+	}
 	signer, pubLine, err := sshclient.ManagedKey(o.Root)
 	if err != nil {
 		return fail(err)
@@ -130,7 +133,7 @@ func Boot(ctx context.Context, o BootOptions) (*Session, error) {
 	fmt.Fprintf(s.conLog, "\n--- heyvm: boot of %s at %s ---\n", cfg.Name, time.Now().UTC().Format(time.RFC3339))
 
 	for _, p := range cfg.Ports {
-		if err := portFree(p.HostPort); err != nil {
+		if err := portfwd.CheckFree(p.HostPort); err != nil {
 			return fail(err)
 		}
 	}
@@ -172,12 +175,16 @@ func Boot(ctx context.Context, o BootOptions) (*Session, error) {
 		m, err = startMachine(ctx, mctx, b, spec)
 	}
 	if err != nil && snap != nil {
-		// A snapshot the hypervisor cannot load (damaged, or made by
-		// another version) is dropped; this sandbox's disk, cloned from
-		// it, boots as it is.
-		coldWhy = fmt.Sprintf("its ready snapshot could not be restored (%v), so it was dropped", err)
+		// This sandbox's disk, cloned from the snapshot's, boots as it
+		// is. A snapshot the hypervisor cannot load (damaged, or made by
+		// another version) is dropped too; one that failed for this
+		// sandbox's own reasons (a shared folder, say) stays for others.
+		coldWhy = fmt.Sprintf("its ready snapshot could not be restored (%v)", err)
+		if errors.Is(err, backend.ErrSavedState) {
+			coldWhy += ", so it was dropped"
+			warm.Drop(snap.Files)
+		}
 		fmt.Fprintf(logw, "owner: warning: %s; booting cold\n", coldWhy)
-		warm.Drop(snap.Files)
 		snap, spec.RestoreFrom = nil, ""
 		m, err = startMachine(ctx, mctx, b, spec)
 	}
@@ -373,8 +380,10 @@ func provision(ctx context.Context, d *console.Driver, pubLine string) (ip, host
 // host key.
 func provisionScript(pubLine string) string {
 	q := sshclient.ShellQuote(pubLine)
-	return "umask 077; mkdir -p /root/.ssh && touch /root/.ssh/authorized_keys && " +
-		"{ grep -qxF " + q + " /root/.ssh/authorized_keys || echo " + q + " >>/root/.ssh/authorized_keys; } && " +
+	// The umask is the subshell's: the console's shell, which a person
+	// may use later (heyvm console), keeps the usual 022.
+	return "( umask 077; mkdir -p /root/.ssh && touch /root/.ssh/authorized_keys && " +
+		"{ grep -qxF " + q + " /root/.ssh/authorized_keys || echo " + q + " >>/root/.ssh/authorized_keys; } ) && " +
 		"echo \"IP $(busybox ip -4 -o addr show dev eth0)\" && echo \"HOSTKEY $(cat /etc/ssh/ssh_host_ed25519_key.pub)\""
 }
 
@@ -704,13 +713,3 @@ func (s *Session) Stopped() <-chan struct{} { return s.stopped }
 
 // Reason says why the session ended.
 func (s *Session) Reason() string { return s.reason }
-
-// portFree fails with a clear message if 127.0.0.1:port is taken. qemu
-// would fail too, later and less clearly.
-func portFree(port int) error {
-	l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-	if err != nil {
-		return fmt.Errorf("port 127.0.0.1:%d is already in use: pick another host port with --port HOST:GUEST", port)
-	}
-	return l.Close()
-}

@@ -150,7 +150,7 @@ func restoreHelper(in, out, pidFile, dhcpClient string) string {
 		`$put->($_) for grep { m{^/etc/ssh/|^/root/} } @files; ` +
 		`syscall($nr, 0, pack("qq", $s, $ns)) == 0 or $e .= "clock_settime: $! "; ` +
 		`if (open(my $r, ">", "/dev/urandom")) { syswrite($r, pack("H*", $seed)) or $e .= "urandom: $! "; ioctl($r, 0x5207, 0) or $e .= "RNDRESEEDCRNG: $! "; } else { $e .= "urandom: $! "; } ` +
-		`my $sshd = 0; if ($e eq "") { $sshd = fork(); if (defined($sshd) && $sshd == 0) { close($tty); exec("/usr/sbin/sshd", "-D", "-r"); POSIX::_exit(127); } } ` +
+		`my $sshd = 0; if ($e eq "") { $sshd = fork(); if (defined($sshd) && $sshd == 0) { close($tty); umask(022); exec("/usr/sbin/sshd", "-D", "-r"); POSIX::_exit(127); } } ` +
 		`$put->($_) for grep { !m{^/etc/ssh/|^/root/} } @files; ` +
 		// The client may be a busybox applet: its name is in argv[0] or argv[1].
 		`my $dhcp = "` + dhcpClient + `"; if ($dhcp ne "" && opendir(my $d, "/proc")) { for my $p (grep { /^\d+$/ } readdir($d)) { open(my $c, "<", "/proc/$p/cmdline") or next; local $/; my @a = split(/\0/, <$c> // ""); kill("USR1", $p) if grep { defined($_) && m{(^|/)\Q$dhcp\E$} } @a[0, 1]; } } ` +

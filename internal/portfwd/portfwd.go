@@ -17,6 +17,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -58,6 +59,44 @@ func New(dial Dialer, log io.Writer) *Forwarder {
 // ErrPortInUse means the host port is taken.
 var ErrPortInUse = errors.New("port in use")
 
+// ErrPortPrivileged means the host port is below the first one this user
+// may bind (1024, unless net.ipv4.ip_unprivileged_port_start says less).
+var ErrPortPrivileged = errors.New("privileged port")
+
+// portError is a one-line reason a host port cannot be forwarded; it
+// matches ErrPortInUse or ErrPortPrivileged.
+type portError struct {
+	kind error
+	msg  string
+}
+
+func (e *portError) Error() string { return e.msg }
+func (e *portError) Unwrap() error { return e.kind }
+
+// listen binds 127.0.0.1:port, or says in one line why it cannot.
+func listen(port int) (net.Listener, error) {
+	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	switch {
+	case err == nil:
+		return ln, nil
+	case errors.Is(err, syscall.EACCES):
+		return nil, &portError{ErrPortPrivileged, fmt.Sprintf("host port %d is privileged: only root may listen on it; pick one of 1024 or above (HOST:GUEST, e.g. %d:GUEST)", port, port+8000)}
+	case errors.Is(err, syscall.EADDRINUSE):
+		return nil, &portError{ErrPortInUse, fmt.Sprintf("host port 127.0.0.1:%d is already in use: pick another with HOST:GUEST", port)}
+	}
+	return nil, fmt.Errorf("listen on 127.0.0.1:%d: %w", port, err)
+}
+
+// CheckFree says whether 127.0.0.1:port can be forwarded now, with the
+// same one-line reasons as Add.
+func CheckFree(port int) error {
+	ln, err := listen(port)
+	if err != nil {
+		return err
+	}
+	return ln.Close()
+}
+
 // Add starts forwarding 127.0.0.1:f.HostPort (0: a free port) to f.GuestPort and
 // returns the forward with its real host port.
 func (fw *Forwarder) Add(f Forward) (Forward, error) {
@@ -73,11 +112,11 @@ func (fw *Forwarder) Add(f Forward) (Forward, error) {
 		if l.fwd.GuestPort == f.GuestPort {
 			return l.fwd, nil
 		}
-		return Forward{}, fmt.Errorf("%w: host port %d already forwards to guest port %d: remove it first with `heyvm port rm`", ErrPortInUse, f.HostPort, l.fwd.GuestPort)
+		return Forward{}, &portError{ErrPortInUse, fmt.Sprintf("host port %d already forwards to guest port %d: remove it first with `heyvm port rm`", f.HostPort, l.fwd.GuestPort)}
 	}
-	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(f.HostPort)))
+	ln, err := listen(f.HostPort)
 	if err != nil {
-		return Forward{}, fmt.Errorf("%w: host port 127.0.0.1:%d is already in use: pick another with HOST:GUEST", ErrPortInUse, f.HostPort)
+		return Forward{}, err
 	}
 	f.HostPort = ln.Addr().(*net.TCPAddr).Port
 	l := &listener{fwd: f, ln: ln}

@@ -38,6 +38,11 @@ func ParseMount(s string, index int) (backend.Mount, error) {
 	if err != nil {
 		return m, err
 	}
+	// virtiofsd serves a real directory, not a symlink to one: share
+	// what the path points at.
+	if abs, err = filepath.EvalSymlinks(abs); err != nil {
+		return m, fmt.Errorf("--mount %q: host path %s does not exist", s, host)
+	}
 	fi, err := os.Stat(abs)
 	if err != nil {
 		return m, fmt.Errorf("--mount %q: host path %s does not exist", s, abs)

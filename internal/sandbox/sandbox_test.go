@@ -294,3 +294,68 @@ func TestSuspendRecord(t *testing.T) {
 		t.Fatalf("discard is not idempotent: %v", err)
 	}
 }
+
+// A name must not shadow another sandbox's id, nor a new id a name.
+func TestNamesAndIDsDoNotShadow(t *testing.T) {
+	s := testStore(t)
+	first := create(t, s, "box")
+	for _, name := range []string{first.Config.ID, first.Config.ID[:4]} {
+		_, err := s.Create(context.Background(), &Config{Name: name, Image: "i", Backend: "qemu"}, func(p string) error { return os.WriteFile(p, nil, 0o600) })
+		if err == nil || !strings.Contains(err.Error(), "would shadow it") {
+			t.Errorf("name %q: %v", name, err)
+		}
+	}
+	// A generated name is "sb-" and the id's start.
+	sb, err := s.Create(context.Background(), &Config{Image: "i", Backend: "qemu"}, func(p string) error { return os.WriteFile(p, nil, 0o600) })
+	if err != nil || sb.Config.Name != "sb-"+sb.Config.ID[:6] {
+		t.Fatalf("generated name: %+v %v", sb, err)
+	}
+	// New ids never begin with an existing name: with sandboxes named
+	// "a" to "e", every id made starts with 0-9 or f.
+	var all []*Sandbox
+	named := func(names ...string) {
+		for _, n := range names {
+			all = append(all, &Sandbox{Config: &Config{Name: n, ID: "ffffffffff" + n}})
+		}
+	}
+	named("a", "b", "c", "d", "e")
+	for i := 0; i < 200; i++ {
+		if id := newUnshadowedID(all); strings.IndexByte("abcde", id[0]) >= 0 {
+			t.Fatalf("id %s begins with a sandbox's name", id)
+		}
+	}
+	// Names of every hex digit leave no unshadowed start: an id is still made.
+	named("0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "f")
+	if id := newUnshadowedID(all); len(id) != 12 {
+		t.Fatalf("id %q", id)
+	}
+}
+
+// A live owner's damaged owner.json: the owner is asked to write it
+// again; if it cannot, the sandbox is running with the damage named.
+func TestDamagedOwnerFile(t *testing.T) {
+	s := testStore(t)
+	sb := create(t, s, "box")
+	lock, err := fsutil.TryLock(sb.Files.OwnerLock())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Unlock()
+	lock.WriteOwnerPID(os.Getpid())
+	os.WriteFile(sb.Files.OwnerState(), []byte("{garbage"), 0o600)
+	defer func() { RewriteOwnerInfo = nil }()
+	RewriteOwnerInfo = nil
+	st, err := ReadState(sb.Files)
+	if err != nil || st.Status != Running || st.Owner != nil || !strings.Contains(st.OwnerDamaged, "owner.json is damaged") {
+		t.Fatalf("no owner to ask: %+v %v", st, err)
+	}
+	asked := 0
+	RewriteOwnerInfo = func(files layout.Sandbox) error {
+		asked++
+		return WriteOwnerInfo(files, OwnerInfo{PID: os.Getpid(), SSHHost: "127.0.0.1", SSHPort: 2222})
+	}
+	st, err = ReadState(sb.Files)
+	if err != nil || asked != 1 || st.Status != Running || st.Owner == nil || st.Owner.SSHPort != 2222 || st.OwnerDamaged != "" {
+		t.Fatalf("owner rewrote it: %+v %v (asked %d)", st, err, asked)
+	}
+}

@@ -75,6 +75,9 @@ const (
 	// Suspended: no owner, and suspend.json names a saved VM that
 	// `heyvm start` resumes.
 	Suspended Status = "suspended"
+	// Damaged: its sandbox.yaml cannot be read (list shows it as such;
+	// `heyvm rm --force ID` removes it).
+	Damaged Status = "damaged"
 )
 
 // State is a sandbox's live state, derived from the owner lock.
@@ -83,6 +86,9 @@ type State struct {
 	Owner    *OwnerInfo   `json:"owner,omitempty"`
 	LastStop *StopInfo    `json:"last_stop,omitempty"`
 	Suspend  *SuspendInfo `json:"suspended,omitempty"`
+	// OwnerDamaged says why a running sandbox has no owner information
+	// (Owner is nil): its owner.json is damaged beyond the owner's repair.
+	OwnerDamaged string `json:"owner_damaged,omitempty"`
 }
 
 // SuspendInfo describes a saved VM (suspend.json).
@@ -175,18 +181,40 @@ func ReadState(files layout.Sandbox) (State, error) {
 				WriteStopInfo(files, *st.LastStop)
 			}
 		}
-	case oerr == nil:
-		st.Status = Running
-		// pause.json is the truth about pauses (see WritePause).
-		if oi.Paused = ReadPause(files); oi.Paused != nil {
-			st.Status = Paused
+	case oerr != nil && !errors.Is(oerr, os.ErrNotExist):
+		// A live owner whose owner.json is damaged: ask it to write the
+		// file again, and read that; if it cannot, say so, with the way
+		// out, rather than "starting" for ever.
+		if RewriteOwnerInfo != nil && RewriteOwnerInfo(files) == nil {
+			if oi, oerr = readJSON[OwnerInfo](files.OwnerState()); oerr == nil {
+				st.setRunning(files, oi)
+				return st, nil
+			}
 		}
-		st.Owner = oi
+		st.Status = Running
+		st.OwnerDamaged = fmt.Sprintf("%s is damaged and its owner did not write it again", files.OwnerState())
+	case oerr == nil:
+		st.setRunning(files, oi)
 	default:
 		st.Status = Starting
 	}
 	return st, nil
 }
+
+// setRunning fills in a live owner's state.
+func (st *State) setRunning(files layout.Sandbox, oi *OwnerInfo) {
+	st.Status = Running
+	// pause.json is the truth about pauses (see WritePause).
+	if oi.Paused = ReadPause(files); oi.Paused != nil {
+		st.Status = Paused
+	}
+	st.Owner = oi
+}
+
+// RewriteOwnerInfo asks a sandbox's live owner to write its owner.json
+// again (the owner package sets it: the request goes over the owner's
+// control socket, which this package does not speak).
+var RewriteOwnerInfo func(files layout.Sandbox) error
 
 // WriteOwnerInfo writes owner.json atomically.
 func WriteOwnerInfo(files layout.Sandbox, oi OwnerInfo) error {

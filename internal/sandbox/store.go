@@ -121,8 +121,10 @@ func (s Store) ByName(name string) (*Sandbox, error) {
 // staging directory and renamed into place, under the store lock that
 // also makes names unique across concurrent creates.
 func (s Store) Create(ctx context.Context, cfg *Config, makeDisk func(rootfs string) error) (*Sandbox, error) {
-	if err := ValidateName(cfg.Name); err != nil {
-		return nil, err
+	if cfg.Name != "" {
+		if err := ValidateName(cfg.Name); err != nil {
+			return nil, err
+		}
 	}
 	if err := layout.EnsureDir(s.Root.SandboxesDir()); err != nil {
 		return nil, err
@@ -133,13 +135,18 @@ func (s Store) Create(ctx context.Context, cfg *Config, makeDisk func(rootfs str
 	}
 	defer lock.Unlock()
 	s.cleanStaging()
-	if existing, err := s.ByName(cfg.Name); err != nil {
+	all, _, err := s.List()
+	if err != nil {
 		return nil, err
-	} else if existing != nil {
-		return nil, fmt.Errorf("a sandbox named %q already exists (%s): pick another --name or remove it with `heyvm rm %s`", cfg.Name, existing.Config.ID, cfg.Name)
 	}
 	if cfg.ID == "" {
-		cfg.ID = NewID()
+		cfg.ID = newUnshadowedID(all)
+	}
+	if cfg.Name == "" {
+		cfg.Name = "sb-" + cfg.ID[:6]
+	}
+	if err := checkUnique(all, cfg); err != nil {
+		return nil, err
 	}
 	if cfg.Created.IsZero() {
 		cfg.Created = time.Now().UTC().Truncate(time.Second)
@@ -168,6 +175,45 @@ func (s Store) Create(ctx context.Context, cfg *Config, makeDisk func(rootfs str
 	ok = true
 	fsutil.SyncDir(s.Root.SandboxesDir())
 	return &Sandbox{Config: cfg, Files: files}, nil
+}
+
+// checkUnique refuses a name or id that would make a reference to another
+// sandbox reach this one: a name taken, a name that is (or begins) the
+// id of another (`heyvm rm <that id>` would then remove this one), an id
+// taken as a name or an id.
+func checkUnique(all []*Sandbox, cfg *Config) error {
+	for _, sb := range all {
+		o := sb.Config
+		switch {
+		case o.Name == cfg.Name:
+			return fmt.Errorf("a sandbox named %q already exists (%s): pick another --name or remove it with `heyvm rm %s`", cfg.Name, o.ID, cfg.Name)
+		case strings.HasPrefix(o.ID, cfg.Name):
+			return fmt.Errorf("the name %q is the start of the id of sandbox %s (%s), and would shadow it: pick another --name", cfg.Name, o.Name, o.ID)
+		case o.ID == cfg.ID || o.Name == cfg.ID:
+			return fmt.Errorf("the id %s is taken by sandbox %s", cfg.ID, o.Name)
+		}
+	}
+	return nil
+}
+
+// newUnshadowedID returns a new id that no existing name begins: a
+// prefix typed for it must not be taken for that other sandbox's name.
+// (Should names of one hex digit each cover every start, it settles for
+// an id that no name equals.)
+func newUnshadowedID(all []*Sandbox) string {
+	for try := 0; ; try++ {
+		id := NewID()
+		ok := true
+		for _, sb := range all {
+			if sb.Config.ID == id || sb.Config.Name == id || try < 64 && strings.HasPrefix(id, sb.Config.Name) {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			return id
+		}
+	}
 }
 
 // cleanStaging removes what interrupted creates and removals left. It

@@ -84,14 +84,13 @@ func Exec(ctx context.Context, c *ssh.Client, o ExecOptions) (int, error) {
 		w := &lockedWriter{w: o.Stdout}
 		s.Stdout, s.Stderr = w, w
 	}
+	var stdin io.WriteCloser
 	if o.Stdin != nil {
-		// Feed stdin ourselves so EOF closes the remote stdin but a
-		// blocked read never holds up the command's exit.
-		w, err := s.StdinPipe()
-		if err != nil {
+		// Fed by us, not by the session, so that a read blocked on a
+		// terminal never holds up the command's exit.
+		if stdin, err = s.StdinPipe(); err != nil {
 			return -1, err
 		}
-		go func() { io.Copy(w, o.Stdin); w.Close() }()
 	}
 	command := o.Command
 	var abandon chan os.Signal
@@ -116,7 +115,20 @@ func Exec(ctx context.Context, c *ssh.Client, o ExecOptions) (int, error) {
 	if err := s.Start(command); err != nil {
 		return -1, err
 	}
+	if stdin != nil {
+		go feedStdin(stdin, o.Stdin)
+	}
 	return waitStatus(ctx, s, abandon)
+}
+
+// feedStdin copies r to a started session's stdin and then closes it.
+// Only once the command has started: OpenSSH's sshd drops an EOF that
+// arrives before the exec request (the channel has no command yet whose
+// input it could close), and the command then waits for input forever;
+// that is what `heyvm exec ID -- cat </dev/null` did.
+func feedStdin(w io.WriteCloser, r io.Reader) {
+	io.Copy(w, r)
+	w.Close()
 }
 
 // AbandonAfter is how long heyvm waits for a remote command to end after
@@ -330,12 +342,17 @@ func Shell(ctx context.Context, c *ssh.Client, o ShellOptions) (int, error) {
 		return -1, err
 	}
 	defer term.Restore(fd, old)
+	// A signal that ends heyvm (SIGTERM; SIGHUP when the terminal window
+	// closes) ends the session instead, so the terminal's mode is put
+	// back on the way out. In raw mode Ctrl-C is a byte for the guest.
+	ends := make(chan os.Signal, 1)
+	signal.Notify(ends, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
+	defer signal.Stop(ends)
 	s.Stdout, s.Stderr = o.Stdout, o.Stderr
 	in, err := s.StdinPipe()
 	if err != nil {
 		return -1, err
 	}
-	go func() { io.Copy(in, o.Stdin) }()
 	winch := make(chan os.Signal, 1)
 	signal.Notify(winch, syscall.SIGWINCH)
 	defer signal.Stop(winch)
@@ -354,7 +371,8 @@ func Shell(ctx context.Context, c *ssh.Client, o ShellOptions) (int, error) {
 	if err != nil {
 		return -1, err
 	}
-	return waitStatus(ctx, s, nil)
+	go feedStdin(in, o.Stdin)
+	return waitStatus(ctx, s, ends)
 }
 
 // KeepAlive probes the connection every interval with OpenSSH's

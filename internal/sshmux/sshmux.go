@@ -288,20 +288,35 @@ func (s *Server) relay(nc ssh.NewChannel) {
 		up.Close()
 		return
 	}
-	// The client's requests go up, with the guest's answers.
+	// The client's requests go up, with the guest's answers. started is
+	// closed once the guest has answered the request that starts the
+	// session's command (or the channel is not a session, or ends).
+	started := make(chan struct{})
+	var startOnce sync.Once
+	markStarted := func() { startOnce.Do(func() { close(started) }) }
+	if nc.ChannelType() != "session" {
+		markStarted()
+	}
 	go func() {
+		defer markStarted()
 		for r := range downReqs {
 			ok, err := up.SendRequest(r.Type, r.WantReply, r.Payload)
 			if r.WantReply {
 				r.Reply(ok && err == nil, nil)
 			}
+			if startsCommand(r.Type) {
+				markStarted()
+			}
 		}
 		// The client closed its channel.
 		up.Close()
 	}()
-	// The client's input goes up; its end is the guest's EOF.
+	// The client's input goes up; its end is the guest's EOF, which must
+	// not overtake the exec request on its way: sshd drops an EOF that
+	// comes before the command, and the command then reads forever.
 	go func() {
 		io.Copy(up, down)
+		<-started
 		up.CloseWrite()
 	}()
 	go io.Copy(up.Stderr(), down.Stderr())
@@ -320,6 +335,11 @@ func (s *Server) relay(nc ssh.NewChannel) {
 	out.Wait()
 	down.CloseWrite()
 	down.Close()
+}
+
+// startsCommand says whether a session request starts its command.
+func startsCommand(req string) bool {
+	return req == "exec" || req == "shell" || req == "subsystem"
 }
 
 // Dial connects to an owner's socket, pinning its host key, and signs in

@@ -81,7 +81,8 @@ func (h Host) Check() (Config, error) {
 // subRange finds the user's first range in a subuid/subgid file, by name
 // or by uid, as newuidmap does.
 func (h Host) subRange(path string) (Range, error) {
-	fix := fmt.Sprintf("run `sudo usermod --add-subuids 100000-165535 --add-subgids 100000-165535 %s`", h.nameOrUID())
+	free := h.FreeRange()
+	fix := fmt.Sprintf("run `sudo usermod --add-subuids %d-%d --add-subgids %d-%d %s`", free.Start, free.Start+free.Count-1, free.Start, free.Start+free.Count-1, h.nameOrUID())
 	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return Range{}, fmt.Errorf("%s does not exist, so you have no subordinate ids for heyvm's user namespace: %s", path, fix)
@@ -101,6 +102,46 @@ func (h Host) subRange(path string) (Range, error) {
 		return Range{}, fmt.Errorf("%s gives %s only %d subordinate ids; a guest needs 65536: %s", path, h.nameOrUID(), r.Count, fix)
 	}
 	return r, nil
+}
+
+// FreeRange is a range of Count ids that no line of the subuid or subgid
+// file holds yet (the lowest from 100000 on, as useradd picks them): what
+// to give a user who has none.
+func (h Host) FreeRange() Range {
+	var taken []Range
+	for _, path := range []string{h.SubUIDFile, h.SubGIDFile} {
+		if b, err := os.ReadFile(path); err == nil {
+			taken = append(taken, allRanges(string(b))...)
+		}
+	}
+	start := 100000
+	for again := true; again; {
+		again = false
+		for _, r := range taken {
+			if start < r.Start+r.Count && r.Start < start+Count {
+				start = r.Start + r.Count // overlaps: try just past it
+				again = true
+			}
+		}
+	}
+	return Range{Start: start, Count: Count}
+}
+
+// allRanges reads every well-formed range of a subuid/subgid file.
+func allRanges(text string) []Range {
+	var out []Range
+	for _, line := range strings.Split(text, "\n") {
+		f := strings.Split(strings.TrimSpace(line), ":")
+		if len(f) != 3 {
+			continue
+		}
+		start, err1 := strconv.Atoi(f[1])
+		count, err2 := strconv.Atoi(f[2])
+		if err1 == nil && err2 == nil && start >= 0 && count > 0 {
+			out = append(out, Range{Start: start, Count: count})
+		}
+	}
+	return out
 }
 
 func (h Host) nameOrUID() string {

@@ -76,3 +76,31 @@ func TestCheckErrorsSayWhatToRun(t *testing.T) {
 		}
 	}
 }
+
+func TestFreeRangeAvoidsTakenRanges(t *testing.T) {
+	dir := t.TempDir()
+	h := Host{UID: 1001, User: "bob", SubUIDFile: filepath.Join(dir, "subuid"), SubGIDFile: filepath.Join(dir, "subgid")}
+	for _, c := range []struct {
+		name, subuid, subgid string
+		want                 int
+	}{
+		{"no files", "", "", 100000},
+		{"one user", "alice:100000:65536\n", "alice:100000:65536\n", 165536},
+		{"gids differ", "alice:100000:65536\n", "alice:100000:65536\ncarol:165536:65536\n", 231072},
+		{"a gap too small", "a:100000:65536\nb:170000:65536\n", "", 235536},
+		{"a gap that fits", "a:100000:65536\nb:300000:65536\n# comment\nbroken line\n", "", 165536},
+		{"below the floor", "root:0:99999\n", "", 100000},
+	} {
+		os.WriteFile(h.SubUIDFile, []byte(c.subuid), 0o644)
+		os.WriteFile(h.SubGIDFile, []byte(c.subgid), 0o644)
+		if got := h.FreeRange(); got.Start != c.want || got.Count != Count {
+			t.Errorf("%s: %+v, want start %d", c.name, got, c.want)
+		}
+	}
+	// The hint names the free range.
+	os.WriteFile(h.SubUIDFile, []byte("alice:100000:65536\n"), 0o644)
+	os.WriteFile(h.SubGIDFile, []byte("alice:100000:65536\n"), 0o644)
+	if _, err := h.subRange(h.SubUIDFile); err == nil || !strings.Contains(err.Error(), "--add-subuids 165536-231071 --add-subgids 165536-231071 bob") {
+		t.Errorf("hint: %v", err)
+	}
+}

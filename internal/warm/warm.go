@@ -83,8 +83,8 @@ func Files(root layout.Root, backend string, im *image.Image, shape Shape) layou
 
 // Format is the current way templates are readied: 3 has the restore
 // helper waiting in it, holding the console (owner), which a warm start
-// needs.
-const Format = 3
+// needs; 4's helper starts sshd with the usual umask (022), not its own.
+const Format = 4
 
 // Find returns the image's ready snapshot for the shape, nil if there is
 // none. One made from another version of the image, or by another build

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -50,9 +51,19 @@ func TestAmbiguousPrefixAndCorruptConfig(t *testing.T) {
 		t.Fatalf("unique prefix: %+v", s)
 	}
 	bad := writeFakeSandbox(t, env, "bad000000000", "id: bad000000000\nname: [trunc")
+	// A damaged sandbox is a row of its own, in the table and in JSON.
 	out, errOut, code := runIn(env, "", "list")
-	if code != 0 || !strings.Contains(out, "one") || !strings.Contains(out, "two") || !strings.Contains(errOut, filepath.Join(bad, "sandbox.yaml")) {
+	if code != 0 || !strings.Contains(out, "one") || !strings.Contains(out, "two") || !strings.Contains(out, "bad000000000") || !strings.Contains(out, "damaged: "+filepath.Join(bad, "sandbox.yaml")) || !strings.Contains(out, "rm --force") {
 		t.Fatalf("list with a corrupt sandbox: %d\n%s\n%s", code, out, errOut)
+	}
+	var rows []struct {
+		ID, State, Error string
+	}
+	if err := json.Unmarshal([]byte(must(t, env, "list", "--json")), &rows); err != nil || len(rows) != 3 {
+		t.Fatalf("list --json with a corrupt sandbox: %v %+v", err, rows)
+	}
+	if r := rows[2]; r.ID != "bad000000000" || r.State != "damaged" || !strings.Contains(r.Error, "sandbox.yaml") {
+		t.Fatalf("the damaged sandbox in list --json: %+v", r)
 	}
 	fails(t, env, filepath.Join(bad, "sandbox.yaml"), "get", "bad000000000")
 	fails(t, env, "--yes", "rm", "--force", "bad000000000")

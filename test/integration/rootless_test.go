@@ -266,6 +266,30 @@ func TestRootlessErrors(t *testing.T) {
 	if code == 0 || !strings.Contains(errOut, "/etc/subuid has no range for heyvm-it-nosub") || !strings.Contains(errOut, "usermod --add-subuids") {
 		t.Fatalf("create --mount without subordinate ids: %d %q", code, errOut)
 	}
+	// The range it suggests is one nobody has.
+	var lo, hi int
+	if i := strings.Index(errOut, "--add-subuids "); i < 0 {
+		t.Fatalf("no range in %q", errOut)
+	} else if _, err := fmt.Sscanf(errOut[i:], "--add-subuids %d-%d", &lo, &hi); err != nil || hi-lo != 65535 {
+		t.Fatalf("the suggested range in %q: %v", errOut, err)
+	}
+	for _, f := range []string{"/etc/subuid", "/etc/subgid"} {
+		b, _ := os.ReadFile(f)
+		for _, l := range strings.Split(string(b), "\n") {
+			var who string
+			var start, count int
+			if n, _ := fmt.Sscanf(strings.ReplaceAll(l, ":", " "), "%s %d %d", &who, &start, &count); n == 3 && start <= hi && lo < start+count {
+				t.Errorf("the suggested range %d-%d overlaps %s's %d-%d in %s", lo, hi, who, start, start+count-1, f)
+			}
+		}
+	}
+	// A privileged host port is named as such, not as "in use".
+	if b, _ := os.ReadFile("/proc/sys/net/ipv4/ip_unprivileged_port_start"); strings.TrimSpace(string(b)) == "1024" {
+		_, errOut, code = p.run("", "create", "--name", "x", "--port", "80")
+		if code == 0 || !strings.Contains(errOut, "host port 80 is privileged") || strings.Contains(errOut, "in use") {
+			t.Errorf("create --port 80 as an ordinary user: %d %q", code, errOut)
+		}
+	}
 	if n := strings.Count(strings.TrimSpace(errOut), "\n"); n > 0 {
 		t.Errorf("error is %d lines", n+1)
 	}
@@ -277,8 +301,8 @@ func TestRootlessErrors(t *testing.T) {
 	os.MkdirAll(bad, 0o700)
 	os.WriteFile(filepath.Join(bad, "sandbox.yaml"), []byte("id: abc123abc123\nname: unr\nimage: debian:12\nbackend: qemu\n"), 0o000)
 	exec.Command("chown", "-R", fmt.Sprintf("%d:%d", p.uid, p.gid), filepath.Join(p.home, "sandboxes")).Run()
-	if _, errOut, code := p.run("", "list"); code != 0 || !strings.Contains(errOut, "permission denied") {
-		t.Errorf("list with an unreadable sandbox: %d %q", code, errOut)
+	if out, errOut, code := p.run("", "list"); code != 0 || !strings.Contains(out, "damaged: ") || !strings.Contains(out, "permission denied") {
+		t.Errorf("list with an unreadable sandbox: %d %q %q", code, out, errOut)
 	}
 	_, errOut, code = p.run("", "get", "abc123abc123")
 	if code == 0 || !strings.Contains(errOut, "sandbox.yaml (permission denied)") || !strings.Contains(errOut, "heyvm rm --force abc123abc123") || strings.Count(strings.TrimSpace(errOut), "\n") > 0 {

@@ -57,7 +57,13 @@ func TestWarmStart(t *testing.T) {
 	h := freePort(t)
 	share := t.TempDir()
 	os.WriteFile(filepath.Join(share, "from-host"), []byte("hello\n"), 0o644)
-	must(t, env, "create", "--name", "wa", "--memory", "384", "--port", fmt.Sprintf("%d:8080", h), "--mount", share+":/mnt/share")
+	// The share is given through a symlink to it, which is shared as the
+	// directory it points at.
+	link := filepath.Join(t.TempDir(), "link")
+	if err := os.Symlink(share, link); err != nil {
+		t.Fatal(err)
+	}
+	must(t, env, "create", "--name", "wa", "--memory", "384", "--port", fmt.Sprintf("%d:8080", h), "--mount", link+":/mnt/share")
 	must(t, env, "create", "--name", "wb", "--memory", "384")
 	for _, n := range []string{"wa", "wb"} {
 		if boot, why := bootOf(t, env, n); boot != "warm" {
@@ -99,6 +105,7 @@ func TestWarmStart(t *testing.T) {
 	if b, err := os.ReadFile(filepath.Join(share, "from-guest")); err != nil || string(b) != "back\n" {
 		t.Errorf("a file the warm guest wrote to its share: %q %v", b, err)
 	}
+	warmView := userView(t, env, "wa", share, "warm")
 	// The forward works on a restored sandbox.
 	must(t, env, "exec", "wa", "--", "sh", "-c", startHTTPD)
 	if got := httpGet(t, h); !strings.Contains(got, "served") {
@@ -119,6 +126,9 @@ func TestWarmStart(t *testing.T) {
 	}
 	must(t, env, "rm", "--force", "--yes", "wa")
 	must(t, env, "rm", "--force", "--yes", "wb")
+	if _, err := os.Stat(filepath.Join(snapDir, "warm.json")); err != nil {
+		t.Fatalf("the ready snapshot is gone after its sandboxes: %v", err)
+	}
 
 	// heyvm's managed key replaced since the snapshot was made: a warm
 	// sandbox takes the new one.
@@ -131,9 +141,13 @@ func TestWarmStart(t *testing.T) {
 	must(t, env, "rm", "--force", "--yes", "wk")
 
 	// --cold ignores the snapshot.
-	must(t, env, "create", "--name", "wc", "--memory", "384", "--cold")
+	must(t, env, "create", "--name", "wc", "--memory", "384", "--cold", "--mount", share+":/mnt/share")
 	if boot, _ := bootOf(t, env, "wc"); boot != "cold" {
 		t.Errorf("create --cold: %q", boot)
+	}
+	// Warm and cold do not differ in what a user sees.
+	if coldView := userView(t, env, "wc", share, "cold"); coldView != warmView {
+		t.Errorf("a warm sandbox differs from a cold one:\nwarm: %s\ncold: %s", warmView, coldView)
 	}
 	must(t, env, "rm", "--force", "--yes", "wc")
 
@@ -187,4 +201,17 @@ func TestWarmStart(t *testing.T) {
 	if boot, why := bootOf(t, auto, "wg"); boot != "warm" {
 		t.Errorf("the create after a background snapshot: %q (%s)", boot, why)
 	}
+}
+
+// userView is what a user of a sandbox sees of its defaults: the umask of
+// an SSH session, the mode of a file it creates, in the guest and, through
+// a share, on the host (tag keeps the files of two sandboxes apart).
+func userView(t *testing.T, env []string, name, share, tag string) string {
+	t.Helper()
+	out := must(t, env, "exec", name, "--", "sh", "-c", "umask; cd /tmp && touch f-"+tag+" && stat -c %a f-"+tag+" && touch /mnt/share/f-"+tag)
+	fi, err := os.Stat(filepath.Join(share, "f-"+tag))
+	if err != nil {
+		t.Fatalf("%s's file on the share: %v", name, err)
+	}
+	return fmt.Sprintf("%s host:%o", strings.Join(strings.Fields(out), " "), fi.Mode().Perm())
 }

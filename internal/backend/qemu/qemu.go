@@ -188,12 +188,12 @@ func (Backend) Start(ctx context.Context, spec backend.Spec) (backend.Machine, e
 		defer state.Close()
 		saved, apart, err := readSavedLayout(state)
 		if err != nil {
-			return nil, err
+			return nil, backend.SavedStateError(err)
 		}
 		incoming = incomingStream
 		if apart {
 			if saved.MemoryBytes != m.memoryBytes {
-				return nil, fmt.Errorf("saved state: it has %d MiB of memory, and this machine %d MiB", saved.MemoryBytes>>20, spec.MemoryMiB)
+				return nil, backend.SavedStateError(fmt.Errorf("saved state: it has %d MiB of memory, and this machine %d MiB", saved.MemoryBytes>>20, spec.MemoryMiB))
 			}
 			// The memory is copied while qemu starts. qemu reads the device
 			// state from the fd's offset, set once the copy (which moves
@@ -255,14 +255,14 @@ func (Backend) Start(ctx context.Context, spec backend.Spec) (backend.Machine, e
 		if err := m.startIncoming(memoryLoaded); err != nil {
 			m.Kill()
 			<-m.done
-			return nil, err
+			return nil, backend.SavedStateError(err)
 		}
 	}
 	if incoming != incomingNone {
 		if err := m.waitIncoming(ctx); err != nil {
 			m.Kill()
 			<-m.done
-			return nil, m.startError(err)
+			return nil, backend.SavedStateError(m.startError(err))
 		}
 		if err := m.plugShares(spec, vfsSockets); err != nil {
 			m.Kill()
