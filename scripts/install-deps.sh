@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Install what heyvm needs on Debian 12 (run as root, once: heyvm itself
-# then runs as an ordinary user). Idempotent.
+# Install what heyvm needs on Debian 12 (once: heyvm itself then runs as
+# an ordinary user). Idempotent. Run it as root, or as a user who may use
+# sudo: it asks sudo for root itself.
 set -euo pipefail
 if [ "$(id -u)" != 0 ]; then
-	echo "install-deps: run as root (sudo $0)" >&2
-	exit 1
+	if ! command -v sudo >/dev/null 2>&1; then
+		echo "install-deps: installing packages needs root: run it as root (su -c $0), or install sudo" >&2
+		exit 1
+	fi
+	exec sudo env "PATH=$PATH" "$0" "$@"
 fi
 export DEBIAN_FRONTEND=noninteractive
 pkgs=(

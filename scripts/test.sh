@@ -3,6 +3,12 @@
 # tests and (as root, with qemu installed) integration tests on real VMs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The integration tests run as root (they create the ordinary users the
+# rootless tests run as): a user who may use sudo gets it asked for, with
+# this PATH (Go). Without root the integration tests skip, saying why.
+if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1 && [ -z "${HEYVM_TEST_NO_SUDO:-}" ]; then
+	exec sudo env "PATH=$PATH" ${HEYVM_TEST_IMAGE_CACHE:+"HEYVM_TEST_IMAGE_CACHE=$HEYVM_TEST_IMAGE_CACHE"} "$0" "$@"
+fi
 echo "== gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
 if [ -n "$unformatted" ]; then echo "gofmt would change: $unformatted"; exit 1; fi

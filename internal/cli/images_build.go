@@ -370,6 +370,21 @@ func planBases(ctx context.Context, ios IO, e env, st image.Store, arch string, 
 // ensureBuilder finds or makes the builder sandbox of arch (and its
 // image), with the host's loopback open only when a build needs it.
 func ensureBuilder(ctx context.Context, ios IO, e env, hb backend.Backend, arch string, loopback bool) (*sandbox.Sandbox, error) {
+	// Two first builds at once: the second waits for the first to make
+	// the builder, then finds it.
+	lockPath := e.root.BuilderSetupLock(arch)
+	if err := layout.EnsureDir(filepath.Dir(lockPath)); err != nil {
+		return nil, err
+	}
+	setup, err := fsutil.TryLock(lockPath)
+	if errors.Is(err, fsutil.ErrLocked) {
+		fmt.Fprintf(ios.ErrOut, "waiting for another build to make the builder VM\n")
+		setup, err = fsutil.LockContext(ctx, lockPath)
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer setup.Unlock()
 	imName := builderImageName(hb.Name(), arch)
 	hostStore := image.Store{Root: e.root, Backend: hb.Name()}
 	rebuilt := false

@@ -43,14 +43,21 @@ func GuestFile(name string) []byte {
 	return b
 }
 
-// Packages are installed on top of mmdebstrap's minbase variant. git is
-// there because `heyvm wt` sandboxes work on a mounted git worktree.
-var Packages = []string{"openssh-server", "busybox-static", "e2fsprogs", "git"}
+// Packages are installed on top of mmdebstrap's minbase variant: what
+// heyvm needs (sshd, busybox for its init, e2fsprogs to grow the root),
+// git because `heyvm wt` sandboxes work on a mounted git worktree, and
+// what a developer's shell expects to find: TLS roots, curl, rsync (so
+// `rsync -e ssh` into a sandbox works), a pager, an editor, ip, ps, xz,
+// unzip and sudo.
+var Packages = []string{
+	"openssh-server", "busybox-static", "e2fsprogs", "git",
+	"ca-certificates", "curl", "rsync", "less", "vim-tiny", "iproute2", "procps", "xz-utils", "unzip", "sudo",
+}
 
 // BuilderPackages turn the default recipe into the builder image's, the
 // VM that runs BuildKit for `heyvm images build`: Docker's engine, kmod
-// so overlay2 (not vfs) is used, and what pulling from registries needs.
-var BuilderPackages = []string{"docker.io", "kmod", "ca-certificates", "xz-utils", "zstd"}
+// so overlay2 (not vfs) is used, and zstd for layers compressed with it.
+var BuilderPackages = []string{"docker.io", "kmod", "zstd"}
 
 // RecipeHash identifies this recipe: the guest files, the packages, the
 // initramfs modules and the kernel command line. image.yaml records it,
@@ -425,99 +432,7 @@ func installKernel(ctx context.Context, p Progress, root, work string) (pkg, kve
 
 // configureGuest installs heyvm's init, sshd and console setup, and strips
 // what a sandbox never needs.
-func configureGuest(root string) error {
-	files := []struct {
-		path string
-		mode os.FileMode
-		data []byte
-	}{
-		{"etc/inittab", 0o644, GuestFile("inittab")},
-		{"etc/heyvm/rc.sysinit", 0o755, GuestFile("rc.sysinit")},
-		{"etc/heyvm/rc.shutdown", 0o755, GuestFile("rc.shutdown")},
-		{"etc/heyvm/serial-login", 0o755, GuestFile("serial-login")},
-		{"etc/heyvm/udhcpc.script", 0o755, GuestFile("udhcpc.script")},
-		{"etc/ssh/sshd_config.d/heyvm.conf", 0o644, GuestFile("sshd_config")},
-		{"etc/profile.d/heyvm-ready.sh", 0o644, GuestFile("ready.sh")},
-		{"etc/gitconfig", 0o644, GuestFile("gitconfig")},
-		{"etc/hostname", 0o644, []byte("heyvm\n")},
-		{"etc/hosts", 0o644, []byte("127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n")},
-		// debootstrap copies the build host's resolver; the guest gets its
-		// own from DHCP.
-		{"etc/resolv.conf", 0o644, nil},
-		{"etc/fstab", 0o644, []byte("/dev/vda / ext4 rw,relatime 0 1\n")},
-		{"root/.hushlogin", 0o644, nil},
-	}
-	for _, f := range files {
-		p := filepath.Join(root, f.path)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			return err
-		}
-		os.Remove(p) // may be a symlink (resolv.conf)
-		if err := os.WriteFile(p, f.data, f.mode); err != nil {
-			return err
-		}
-		if err := os.Chmod(p, f.mode); err != nil {
-			return err
-		}
-	}
-	initPath := filepath.Join(root, "sbin", "init")
-	os.Remove(initPath)
-	if err := os.Symlink("/bin/busybox", initPath); err != nil {
-		return err
-	}
-	for _, applet := range []string{"poweroff", "reboot", "halt"} {
-		p := filepath.Join(root, "sbin", applet)
-		if _, err := os.Lstat(p); errors.Is(err, os.ErrNotExist) {
-			if err := os.Symlink("/bin/busybox", p); err != nil {
-				return err
-			}
-		}
-	}
-	// Host keys made by openssh-server's postinst would be shared by every
-	// sandbox; each guest makes its own ed25519 key on first boot instead.
-	keys, _ := filepath.Glob(filepath.Join(root, "etc/ssh/ssh_host_*"))
-	for _, k := range keys {
-		os.Remove(k)
-	}
-	if err := lockRootPassword(filepath.Join(root, "etc/shadow")); err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(root, "etc/machine-id"), nil, 0o444); err != nil {
-		return err
-	}
-	// Trim: package lists and caches, docs, man pages, translations.
-	for _, pattern := range []string{
-		"var/cache/apt/*.bin", "var/cache/apt/archives/*.deb", "var/lib/apt/lists/*_*",
-		"usr/share/doc/*", "usr/share/man/*", "usr/share/info/*", "usr/share/locale/*",
-		"var/log/*.log", "debootstrap",
-	} {
-		matches, _ := filepath.Glob(filepath.Join(root, pattern))
-		for _, m := range matches {
-			if err := os.RemoveAll(m); err != nil {
-				return err
-			}
-		}
-	}
-	// Keep the trim for packages users install later.
-	return os.WriteFile(filepath.Join(root, "etc/dpkg/dpkg.cfg.d/heyvm-nodoc"), []byte(
-		"path-exclude /usr/share/doc/*\npath-include /usr/share/doc/*/copyright\npath-exclude /usr/share/man/*\npath-exclude /usr/share/info/*\npath-exclude /usr/share/locale/*\n"), 0o644)
-}
-
-// lockRootPassword makes sure root has no usable password: the console
-// shell is opened by init with `login -f`, and SSH takes keys only.
-func lockRootPassword(shadow string) error {
-	b, err := os.ReadFile(shadow)
-	if err != nil {
-		return err
-	}
-	lines := strings.Split(string(b), "\n")
-	for i, l := range lines {
-		if f := strings.SplitN(l, ":", 3); len(f) == 3 && f[0] == "root" {
-			lines[i] = "root:*:" + f[2]
-		}
-	}
-	return os.WriteFile(shadow, []byte(strings.Join(lines, "\n")), 0o640)
-}
+func configureGuest(root string) error { return ApplyEdits(root, guestEdits()) }
 
 func writeInitramfs(root, kver, out string) ([]string, error) {
 	idx, err := readModuleIndex(filepath.Join(root, "lib", "modules", kver))

@@ -107,6 +107,12 @@ func (r Root) CacheDir() string     { return filepath.Join(r.Dir, "cache") }
 // the builder VM of arch: each build's output lands in a subfolder.
 func (r Root) BuilderXfer(arch string) string { return filepath.Join(r.Dir, "builder", arch, "xfer") }
 
+// BuilderSetupLock is held while the builder VM of arch (and its image) is
+// looked for or made, so two first builds make one.
+func (r Root) BuilderSetupLock(arch string) string {
+	return filepath.Join(r.Dir, "builder", arch, "setup.lock")
+}
+
 // KVMNoteShown marks that the "join the kvm group" note was shown once.
 func (r Root) KVMNoteShown() string { return filepath.Join(r.Dir, ".kvm-note-shown") }
 
