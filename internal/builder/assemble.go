@@ -3,6 +3,7 @@ package builder
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/heyvm/heyvm/internal/diskclone"
@@ -55,6 +56,9 @@ func Assemble(xfer, dir string, def *image.Image, res *Result, want Image) (*ima
 	}
 	info := want.Info
 	info.Kernel, info.Init = res.Facts["kernel"], res.Facts["init"]
+	if a := res.Facts["added"]; a != "" {
+		info.Added = strings.Split(a, ";")
+	}
 	c := res.Config
 	info.Cmd, info.Entrypoint, info.Env, info.WorkingDir, info.User, info.Expose, info.Labels =
 		c.Cmd, c.Entrypoint, c.Env, c.WorkingDir, c.User, c.Expose, c.Labels
@@ -72,6 +76,7 @@ func Assemble(xfer, dir string, def *image.Image, res *Result, want Image) (*ima
 		},
 		SHA256:     sums,
 		ColdOnly:   res.Facts["warm"] != "yes",
+		ColdWhy:    res.Facts["cold_why"],
 		Dockerfile: &info,
 	}
 	if res.Facts["hostlink"] == "yes" {

@@ -227,8 +227,11 @@ func runImagesInspect(ios IO, backendName, name string, asJSON bool) error {
 			fmt.Fprintf(ios.Out, "Label:      %s=%s\n", k, d.Labels[k])
 		}
 	}
-	if m.ColdOnly {
-		fmt.Fprintln(ios.Out, "Warm start: no (the root lacks bash or perl); sandboxes boot cold")
+	if d := m.Dockerfile; d != nil && len(d.Added) > 0 {
+		fmt.Fprintf(ios.Out, "Added:      %s\n", strings.Join(d.Added, "; "))
+	}
+	if why := m.WhyCold(); why != "" {
+		fmt.Fprintf(ios.Out, "Warm start: no: %s\n", why)
 	}
 	return nil
 }

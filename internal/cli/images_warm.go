@@ -69,8 +69,8 @@ func RunImagesWarm(ctx context.Context, ios IO, o *WarmOptions) error {
 	if err := co.preflight(b, im); err != nil {
 		return err
 	}
-	if im.Meta.ColdOnly {
-		return fmt.Errorf("image %s cannot start warm: its root lacks bash or perl, which a warm start's identity step runs; add them to its Dockerfile (Debian: RUN apt-get install -y bash perl-base) and build it again", im.Name)
+	if why := im.Meta.WhyCold(); why != "" {
+		return fmt.Errorf("image %s cannot start warm: %s", im.Name, why)
 	}
 	shape := warm.Shape{Arch: im.Meta.Arch, CPUs: o.CPUs, MemoryMiB: o.MemoryMiB, HostLoopback: o.HostLoopback}
 	if snap := warm.Find(e.root, b.Name(), b.HypervisorBuild(im.Meta.Arch), im, shape); snap != nil {

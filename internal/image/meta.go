@@ -32,9 +32,11 @@ type Metadata struct {
 	// GuestFeatures lists what the image's init can do beyond the first
 	// release's, so heyvm never asks an older image for more.
 	GuestFeatures []string `yaml:"guest_features,omitempty" json:"guest_features,omitempty"`
-	// ColdOnly: the guest lacks what a warm start's identity step runs
-	// (bash and perl), so it always boots cold.
-	ColdOnly bool `yaml:"cold_only,omitempty" json:"cold_only,omitempty"`
+	// ColdOnly: the image's sandboxes always boot cold, for ColdWhy (the
+	// guest lacks what a warm start's identity step runs, bash and perl,
+	// or it runs an init of its own).
+	ColdOnly bool   `yaml:"cold_only,omitempty" json:"cold_only,omitempty"`
+	ColdWhy  string `yaml:"cold_why,omitempty" json:"cold_why,omitempty"`
 	// Dockerfile records how `heyvm images build` made the image.
 	Dockerfile *DockerfileInfo `yaml:"dockerfile,omitempty" json:"dockerfile,omitempty"`
 }
@@ -49,6 +51,9 @@ type DockerfileInfo struct {
 	Bases      []string          `yaml:"bases,omitempty" json:"bases,omitempty"`
 	Kernel     string            `yaml:"kernel" json:"kernel"` // "own" (from the root's /boot) or "default"
 	Init       string            `yaml:"init" json:"init"`     // heyvm, injected, systemd or inittab
+	// Added lists what the conversion put into the root for heyvm
+	// (units, inittab lines, scripts), for `images inspect`.
+	Added []string `yaml:"heyvm_added,omitempty" json:"heyvm_added,omitempty"`
 	Cmd        []string          `yaml:"cmd,omitempty" json:"cmd,omitempty"`
 	Entrypoint []string          `yaml:"entrypoint,omitempty" json:"entrypoint,omitempty"`
 	Env        []string          `yaml:"env,omitempty" json:"env,omitempty"`
@@ -188,4 +193,16 @@ func DiskUsage(dir string) int64 {
 		return nil
 	})
 	return total
+}
+
+// WhyCold says why the image's sandboxes always boot cold ("" if they
+// need not).
+func (m *Metadata) WhyCold() string {
+	switch {
+	case !m.ColdOnly:
+		return ""
+	case m.ColdWhy != "":
+		return m.ColdWhy
+	}
+	return "its root lacks bash or perl, which a warm start's identity step runs"
 }

@@ -3,6 +3,7 @@ package integration
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -91,6 +92,64 @@ func inspectImage(t *testing.T, env []string, name string) inspectJSON {
 		t.Fatal(err)
 	}
 	return m
+}
+
+// Two first builds at once (no builder VM yet): the second waits for the
+// first to make the builder, and both succeed. It runs first of the build
+// tests, so the builder it makes serves the others.
+func TestImagesBuildTwoFirstBuilds(t *testing.T) {
+	env := buildHome(t)
+	if out := must(t, env, "list", "--all"); strings.Contains(out, "heyvm-builder-") {
+		must(t, env, "images", "prune") // another test ran first: start without a builder
+	}
+	removesImages(t, env, "first-a", "first-b")
+	var wg sync.WaitGroup
+	results := make([]string, 2)
+	for i, n := range []string{"first-a", "first-b"} {
+		dir := t.TempDir()
+		writeFiles(t, dir, map[string]string{"Dockerfile": "FROM default\nRUN echo " + n + " > /etc/which\n"})
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out, errOut, code := build(env, "--file", filepath.Join(dir, "Dockerfile"), "--name", n, "--size-mb", "2048")
+			if code != 0 {
+				results[i] = "exit " + strings.TrimSpace(out+"\n"+errOut)
+			}
+		}()
+	}
+	wg.Wait()
+	for i, r := range results {
+		if r != "" {
+			t.Errorf("build %d of two at once: %s", i, r)
+		}
+	}
+	if n := strings.Count(must(t, env, "list", "--all"), "heyvm-builder-"); n != 1 {
+		t.Errorf("%d builder VMs after two first builds", n)
+	}
+}
+
+// An image of 100 layers (past a page of overlayfs lowerdir paths)
+// converts and boots.
+func TestImagesBuildManyLayers(t *testing.T) {
+	env := buildHome(t)
+	removesImages(t, env, "layers")
+	dir := t.TempDir()
+	files := map[string]string{}
+	var df strings.Builder
+	df.WriteString("FROM default\n")
+	for i := 0; i < 100; i++ {
+		n := fmt.Sprintf("f%03d", i)
+		files["files/"+n] = n + "\n"
+		fmt.Fprintf(&df, "COPY files/%s /opt/layers/%s\n", n, n)
+	}
+	files["Dockerfile"] = df.String()
+	writeFiles(t, dir, files)
+	mustBuild(t, env, "--file", filepath.Join(dir, "Dockerfile"), "--name", "layers", "--size-mb", "2048")
+	must(t, env, "create", "--name", "lay", "--image", "layers", "--memory", "384")
+	if out := must(t, env, "exec", "lay", "--", "sh", "-c", "ls /opt/layers | wc -l; cat /opt/layers/f000 /opt/layers/f099"); out != "100\nf000\nf099\n" {
+		t.Errorf("the 100-layer image's files: %q", out)
+	}
+	must(t, env, "rm", "--force", "--yes", "lay")
 }
 
 func TestImagesBuildFromDefault(t *testing.T) {
@@ -208,17 +267,18 @@ func TestImagesBuildFailures(t *testing.T) {
 // from the default image's files without heyvm's init, busybox or kernel
 // modules (so the build has to add them, as for debian:12-slim), and
 // serves it from an in-process registry on 127.0.0.1.
-func TestImagesBuildFromRegistry(t *testing.T) {
-	env := buildHome(t)
-	removesImages(t, env, "from-reg")
-	reg := ocitest.Start(t)
+// pushNoInitBase pushes the default image's files without heyvm's init,
+// busybox and kernel modules (a root like debian:12-slim plus sshd) to a
+// registry on this host's loopback, as REG/team/noinit:1.
+func pushNoInitBase(t *testing.T, reg *ocitest.Registry) {
+	t.Helper()
 	layerTar := filepath.Join(t.TempDir(), "root.tar")
 	f, err := os.Create(layerTar)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(heyvmBin, "exec", shared, "--", "tar", "-C", "/", "--one-file-system", "--numeric-owner", "-c",
-		"--exclude=./etc/heyvm", "--exclude=./etc/inittab", "--exclude=./sbin/init", "--exclude=./usr/sbin/init",
+		"--exclude=./etc/heyvm", "--exclude=./etc/inittab", "--exclude=./etc/fstab", "--exclude=./sbin/init", "--exclude=./usr/sbin/init",
 		"--exclude=./usr/bin/busybox", "--exclude=./usr/lib/modules",
 		"--exclude=./root/.ssh", "--exclude=./etc/ssh/ssh_host_*", "--exclude=./tmp/*", "--exclude=./var/log/*", ".")
 	cmd.Env, cmd.Stdout = sharedEnv, f
@@ -251,6 +311,13 @@ func TestImagesBuildFromRegistry(t *testing.T) {
 	if err := remote.Write(ref, img); err != nil {
 		t.Fatal(err)
 	}
+}
+
+func TestImagesBuildFromRegistry(t *testing.T) {
+	env := buildHome(t)
+	removesImages(t, env, "from-reg")
+	reg := ocitest.Start(t)
+	pushNoInitBase(t, reg)
 
 	dir := t.TempDir()
 	writeFiles(t, dir, map[string]string{
@@ -271,6 +338,64 @@ func TestImagesBuildFromRegistry(t *testing.T) {
 		t.Errorf("the image from the registry shows %q", out)
 	}
 	must(t, env, "rm", "-f", "-y", "from-reg")
+}
+
+// Roots with an init of their own boot: systemd (as Debian and Ubuntu
+// bases with systemd-sysv have it, with and without the user's own
+// autologin console) and sysvinit, without --host-loopback, with what the
+// conversion adds recorded and shown.
+func TestImagesBuildForeignInits(t *testing.T) {
+	env := buildHome(t)
+	removesImages(t, env, "sysd", "sysd-plain", "sysv")
+	reg := ocitest.Start(t)
+	pushNoInitBase(t, reg)
+	from := "FROM " + reg.Host + "/team/noinit:1\n"
+	systemd := from + "RUN apt-get update && apt-get install -y --no-install-recommends systemd-sysv openssh-server && rm -rf /var/lib/apt/lists/*\n"
+	builds := []struct{ name, dockerfile, comm string }{
+		{"sysd", systemd + `RUN systemctl enable ssh && mkdir -p /etc/systemd/system/serial-getty@hvc0.service.d && \
+    printf '[Service]\nExecStart=\nExecStart=-/sbin/agetty --autologin root --noclear %%I linux\n' \
+    > /etc/systemd/system/serial-getty@hvc0.service.d/autologin.conf
+`, "systemd"},
+		{"sysd-plain", systemd, "systemd"},
+		{"sysv", from + "RUN apt-get update && apt-get install -y --no-install-recommends sysvinit-core openssh-server && rm -rf /var/lib/apt/lists/*\n", "init"},
+	}
+	for _, b := range builds {
+		dir := t.TempDir()
+		writeFiles(t, dir, map[string]string{"Dockerfile": b.dockerfile})
+		mustBuild(t, env, "--file", filepath.Join(dir, "Dockerfile"), "--name", b.name, "--size-mb", "2048", "--insecure-registry")
+		m := inspectImage(t, env, b.name)
+		if m.Dockerfile == nil || len(m.Dockerfile.Added) == 0 {
+			t.Fatalf("%s: image.yaml does not record what was added: %+v", b.name, m.Dockerfile)
+		}
+		if text := must(t, env, "images", "inspect", b.name); !strings.Contains(text, "Added:") || !strings.Contains(text, "Warm start: no: it runs its own init") {
+			t.Errorf("%s: images inspect:\n%s", b.name, text)
+		}
+		fails(t, env, "it runs its own init", "images", "warm", b.name)
+
+		// No --host-loopback: heyvm's host link comes up like on any image.
+		must(t, env, "create", "--name", b.name, "--image", b.name, "--memory", "512")
+		if out := must(t, env, "exec", b.name, "--", "cat", "/proc/1/comm"); out != b.comm+"\n" {
+			t.Errorf("%s: PID 1 is %q", b.name, out)
+		}
+		cfg := filepath.Join(t.TempDir(), "config")
+		os.WriteFile(cfg, []byte(must(t, env, "ssh-config", b.name)), 0o600)
+		if out, err := exec.Command("ssh", "-F", cfg, b.name, "hostname").CombinedOutput(); err != nil || strings.TrimSpace(string(out)) != b.name {
+			t.Errorf("%s: OpenSSH through ssh-config: %v %s", b.name, err, out)
+		}
+		if b.comm == "systemd" {
+			state := strings.TrimSpace(must(t, env, "exec", b.name, "--", "sh", "-c", "systemctl is-system-running --wait 2>/dev/null || true"))
+			failed := must(t, env, "exec", b.name, "--", "systemctl", "--failed", "--no-legend", "--plain")
+			if state != "running" && state != "degraded" || strings.Contains(failed, "heyvm") {
+				t.Errorf("%s: systemd is %q, failed units:\n%s", b.name, state, failed)
+			}
+		}
+		// stop powers it off through its own init.
+		must(t, env, "stop", b.name)
+		if ol := must(t, env, "logs", "--owner", b.name); !strings.Contains(ol, "guest powered off") {
+			t.Errorf("%s: stop did not power the guest off cleanly:\n%s", b.name, ol)
+		}
+		must(t, env, "rm", "--yes", b.name)
+	}
 }
 
 // The one test that reaches the Debian archive: apt-get in a RUN. It also

@@ -37,7 +37,16 @@ driver=$(docker image inspect --format '{{.GraphDriver.Name}}' "$tag")
 [ "$driver" = overlay2 ] || { echo "the builder's engine uses the $driver storage driver, not overlay2: run \`heyvm images prune\` and build again" >&2; exit 1; }
 layers=$(docker image inspect --format '{{.GraphDriver.Data.UpperDir}}:{{.GraphDriver.Data.LowerDir}}' "$tag")
 layers=${layers%:<no value>}
-mount -t overlay overlay -o "lowerdir=$layers,upperdir=$work/upper,workdir=$work/work" "$R"
+# The layers by their short names (overlay2/l/<id>, as Docker mounts them
+# itself), relative to the overlay2 folder: mount options fit in a page,
+# which holds about 140 of those and only about 40 full paths.
+IFS=: read -ra dirs <<<"$layers"
+short=()
+for d in "${dirs[@]}"; do
+	short+=("l/$(cat "${d%/diff}/link")")
+done
+overlay2=$(dirname "$(dirname "${dirs[0]}")")
+(cd "$overlay2" && IFS=: && mount -t overlay overlay -o "lowerdir=${short[*]},upperdir=$work/upper,workdir=$work/work" "$R")
 
 # inroot PATH: the path PATH resolves to inside the root (symlinks are
 # followed as the guest will see them), printed only if it exists.
@@ -67,16 +76,14 @@ indir() {
 
 step "checking what the root needs to boot"
 init=$(inroot /sbin/init)
-if [ -z "$init" ]; then
-	layer=injected
-elif [ -f "$R/etc/heyvm/rc.sysinit" ]; then
-	layer=heyvm
-elif [ "$(basename "$init")" = systemd ]; then
-	layer=systemd
-else
-	layer=inittab
-fi
+case $(basename "${init:-none}") in
+none) layer=injected ;;
+systemd) layer=systemd ;;
+busybox) if [ -f "$R/etc/heyvm/rc.sysinit" ]; then layer=heyvm; else layer=inittab; fi ;;
+*) layer=inittab ;;
+esac
 fact init "$layer"
+added=()
 
 install_file() { # SRC DEST-IN-ROOT MODE
 	local d
@@ -84,6 +91,13 @@ install_file() { # SRC DEST-IN-ROOT MODE
 	mkdir -p "$d"
 	rm -f "$d/$(basename "$2")"
 	install -m "$3" "$1" "$d/$(basename "$2")"
+}
+# heyvm's part of the boot, for a root's own init to run: hostname,
+# network (DHCP on the uplink, the host link), the SSH host key, shares.
+install_setup() {
+	install_file /etc/heyvm/rc.sysinit /etc/heyvm/rc.sysinit 0755
+	install_file /etc/heyvm/udhcpc.script /etc/heyvm/udhcpc.script 0755
+	added+=(/etc/heyvm/rc.sysinit /etc/heyvm/udhcpc.script)
 }
 
 if [ "$layer" = injected ]; then
@@ -99,7 +113,103 @@ if [ "$layer" = injected ]; then
 	done
 	[ -n "$(inroot /bin/login)" ] || ln -sfn /bin/busybox "$(indir /bin)/login"
 	[ -n "$(inroot /etc/fstab)" ] || printf '/dev/vda / ext4 rw,relatime 0 1\n' >"$(indir /etc)/fstab"
+	added+=("heyvm's busybox init")
 fi
+
+# A root shell on the console, for a root's own init: agetty logs root in
+# (util-linux, on every Debian and Ubuntu root), else busybox's getty.
+console_login() {
+	if [ -n "$(inroot /sbin/agetty)" ]; then
+		echo "/sbin/agetty --autologin root --noclear hvc0 linux"
+	else
+		printf '#!/bin/sh\nexec /bin/login -f root\n' >"$(indir /etc/heyvm)/root-login"
+		chmod 0755 "$(indir /etc/heyvm)/root-login"
+		added+=(/etc/heyvm/root-login)
+		echo "/bin/busybox getty -n -l /etc/heyvm/root-login 0 hvc0 linux"
+	fi
+}
+
+sshd_unit=
+if [ "$layer" = systemd ]; then
+	step "adding heyvm's units to the systemd root"
+	install_setup
+	for u in ssh sshd; do
+		for d in /lib/systemd/system /usr/lib/systemd/system /etc/systemd/system; do
+			[ -z "$sshd_unit" ] && [ -n "$(inroot "$d/$u.service")" ] && sshd_unit=$u.service
+		done
+	done
+	sysd=$(indir /etc/systemd/system)
+	mkdir -p "$sysd/multi-user.target.wants"
+	# Before sshd (its host key) and the console (whose shell says
+	# HEYVM-READY once sshd is up); sshd is wanted, enabled or not.
+	cat >"$sysd/heyvm-init.service" <<UNIT
+# heyvm: the guest's hostname, network (DHCP on eth0, heyvm's host link),
+# SSH host key and shared folders. Added by heyvm images build.
+[Unit]
+Description=heyvm guest setup
+After=local-fs.target
+Before=network.target ${sshd_unit:-ssh.service} heyvm-console.service
+Wants=network.target ${sshd_unit}
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/etc/heyvm/rc.sysinit --foreign
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+	# Not serial-getty@hvc0: it waits for udev's device unit, and a root
+	# without udev (systemd-sysv alone) never gets one.
+	cat >"$sysd/heyvm-console.service" <<UNIT
+# heyvm: a root shell on the console hvc0, which heyvm provisions the
+# guest through. It replaces serial-getty@hvc0.service (masked), which
+# waits for a device unit that a root without udev never gets. Added by
+# heyvm images build.
+[Unit]
+Description=heyvm console shell on hvc0
+After=systemd-user-sessions.service heyvm-init.service ${sshd_unit}
+
+[Service]
+ExecStart=-$(console_login)
+Type=idle
+Restart=always
+RestartSec=0
+UtmpIdentifier=hvc0
+TTYPath=/dev/hvc0
+TTYReset=yes
+TTYVHangup=yes
+KillMode=process
+IgnoreSIGPIPE=no
+SendSIGHUP=yes
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+	ln -sfn ../heyvm-init.service "$sysd/multi-user.target.wants/heyvm-init.service"
+	ln -sfn ../heyvm-console.service "$sysd/multi-user.target.wants/heyvm-console.service"
+	ln -sfn /dev/null "$sysd/serial-getty@hvc0.service"
+	added+=(heyvm-init.service heyvm-console.service "serial-getty@hvc0.service masked")
+	fact hostlink yes
+fi
+
+if [ "$layer" = inittab ] && [ -f "$(indir /etc)/inittab" ]; then
+	step "adding heyvm's setup and console to the root's inittab"
+	install_setup
+	tab=$(indir /etc)/inittab
+	if [ "$(basename "$init")" = busybox ]; then
+		# busybox init (Alpine): the first field is the terminal.
+		printf '\n# heyvm: its setup after the system'"'"'s, and a root shell on hvc0.\n::sysinit:/etc/heyvm/rc.sysinit --foreign\n' >>"$tab"
+		grep -qs '^hvc0:' "$tab" || echo 'hvc0::respawn:/bin/login -f root' >>"$tab"
+	else
+		# sysvinit: id:runlevels:action:process.
+		printf '\n# heyvm: its setup after the system'"'"'s, and a root shell on hvc0.\nhv::sysinit:/etc/heyvm/rc.sysinit --foreign\n' >>"$tab"
+		grep -qs '^hvc0:' "$tab" || echo "hvc0:2345:respawn:$(console_login)" >>"$tab"
+	fi
+	added+=("/etc/inittab: heyvm's setup and a root shell on hvc0")
+	fact hostlink yes
+fi
+
 if [ "$layer" = injected ] || [ "$layer" = heyvm ]; then
 	fact hostlink yes
 	printf 'heyvm\n' >"$(indir /etc)/hostname"
@@ -110,6 +220,17 @@ if [ "$layer" = injected ] || [ "$layer" = heyvm ]; then
 	rootsh=$(awk -F: '$1 == "root" {print $7}' "$(indir /etc)/passwd" 2>/dev/null || true)
 	if [ "$(basename "${rootsh:-sh}")" = bash ] && [ -n "$(inroot /usr/bin/perl)" ]; then
 		fact warm yes
+	else
+		fact cold_why "its root lacks bash or perl, which a warm start's identity step runs; add them to its Dockerfile (Debian: RUN apt-get install -y bash perl-base) and build it again"
+	fi
+else
+	# A foreign init keeps state a snapshot would share among sandboxes
+	# (systemd's machine id and journal, its units' view of sshd).
+	fact cold_why "it runs its own init ($layer), whose running state a ready snapshot would share among the sandboxes restored from it; its sandboxes boot cold"
+	# The guest gets its resolver from heyvm's DHCP client.
+	if [ -L "$(indir /etc)/resolv.conf" ]; then
+		rm -f "$(indir /etc)/resolv.conf"
+		: >"$(indir /etc)/resolv.conf"
 	fi
 fi
 # Every guest: heyvm's sshd settings, its readiness line on the console,
@@ -191,19 +312,18 @@ missing=()
 [ -n "$(inroot /usr/sbin/sshd)" ] || missing+=("an SSH server (/usr/sbin/sshd): on Debian or Ubuntu add  RUN apt-get update && apt-get install -y openssh-server ; on Alpine  RUN apk add openssh-server")
 case $layer in
 systemd)
-	ls "$(indir /etc)"/systemd/system/*.wants/ssh*.service >/dev/null 2>&1 ||
-		missing+=("sshd started at boot: add  RUN systemctl enable ssh")
-	grep -rqs -e '--autologin root' "$(indir /etc)/systemd/system/serial-getty@hvc0.service.d/" ||
-		missing+=("a root shell on the console hvc0: add  RUN mkdir -p /etc/systemd/system/serial-getty@hvc0.service.d && printf '[Service]\\nExecStart=\\nExecStart=-/sbin/agetty --autologin root --noclear %%I linux\\n' >/etc/systemd/system/serial-getty@hvc0.service.d/autologin.conf")
+	[ -n "$sshd_unit" ] ||
+		missing+=("a systemd unit for sshd (ssh.service or sshd.service): install your distribution's openssh-server package")
 	;;
 inittab)
-	grep -qs '^hvc0:' "$(indir /etc)/inittab" ||
-		missing+=("a root shell on the console hvc0 (your /sbin/init is $init): add  RUN echo 'hvc0::respawn:/bin/login -f root' >>/etc/inittab")
+	[ -f "$(indir /etc)/inittab" ] ||
+		missing+=("an /etc/inittab for your /sbin/init ($init), which heyvm adds its setup and console to; or use systemd (RUN apt-get install -y systemd-sysv) or no init at all")
 	ls "$(indir /etc)"/runlevels/*/sshd "$(indir /etc)"/rc[2345].d/S*ssh >/dev/null 2>&1 || grep -qs sshd "$(indir /etc)/inittab" ||
-		missing+=("sshd started at boot: on Alpine add  RUN rc-update add sshd default")
+		missing+=("sshd started at boot: on Debian with sysvinit add  RUN update-rc.d ssh enable ; on Alpine  RUN rc-update add sshd default")
 	;;
 esac
 [ -n "$(inroot /bin/busybox)" ] || [ "$layer" = injected ] || install_file /bin/busybox /bin/busybox 0755
+[ ${#added[@]} -eq 0 ] || fact added "$(IFS=';' && echo "${added[*]}")"
 if [ ${#missing[@]} -gt 0 ]; then
 	for m in "${missing[@]}"; do echo "HEYVM-MISSING $m"; done
 	exit 3
