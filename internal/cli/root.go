@@ -48,6 +48,7 @@ func NewRoot(ios IO) *cobra.Command {
 	root.AddCommand(newImagesCmd(ios))
 	addSandboxCommands(root, ios)
 	addVersion(root, ios)
+	addCompletions(root)
 	return root
 }
 
