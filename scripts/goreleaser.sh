@@ -16,5 +16,7 @@ if [ ! -x "$dir/goreleaser" ]; then
 	# Outside any module, with its own go.sum: heyvm's go.mod is not involved.
 	(cd "$tmp" && GOBIN="$tmp" GOFLAGS= go install "github.com/goreleaser/goreleaser/v2@$GORELEASER_VERSION")
 	mv -f "$tmp/goreleaser" "$dir/goreleaser" # atomic: concurrent installs both end well
+	rm -rf "$tmp"
+	trap - EXIT
 fi
 exec "$dir/goreleaser" "$@"
