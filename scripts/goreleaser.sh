@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Run GoReleaser at the version .goreleaser.yaml is written for, installed
 # from the Go module proxy on first use (`go install`, no GitHub download;
-# it packages with nfpm v2.45.2). The install compiles GoReleaser: about
-# 4 minutes of CPU on 2 cores, once per machine; the binary is kept in
+# it packages with nfpm v2.45.2). The install compiles GoReleaser, once
+# per machine: about 6 minutes of CPU (10 minutes' wall time on 2 busy
+# cores), seconds with a warm Go build cache; the binary is kept in
 # $HEYVM_TOOLS_DIR (default /var/tmp/heyvm-tools, beside the test image
 # cache). Usage: scripts/goreleaser.sh ARGS... (e.g. check).
 set -euo pipefail
