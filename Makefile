@@ -6,17 +6,27 @@ BIN       ?= bin/heyvm
 PREFIX    ?= /usr/local
 ENTITLE   := build/heyvm.entitlements
 UNAME_S   := $(shell uname -s)
+# What `heyvm version` shows, set as GoReleaser sets it (internal/version).
+VERSION   := $(shell git describe --tags --dirty 2>/dev/null || echo devel)
+COMMIT    := $(shell git rev-parse HEAD 2>/dev/null)
+DATE      := $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
+VPKG      := github.com/heyvm/heyvm/internal/version
+VFLAGS    := -X $(VPKG).version=$(VERSION) -X $(VPKG).commit=$(COMMIT) -X $(VPKG).date=$(DATE)
 
-.PHONY: all build debug sign sign-debug install test darwincheck clean
+.PHONY: all build debug sign sign-debug install docs test darwincheck clean
 
 all: build sign
 
 build:
-	$(GO) build -trimpath -ldflags "-s -w" -o $(BIN) ./cmd/heyvm
+	$(GO) build -trimpath -ldflags "-s -w $(VFLAGS)" -o $(BIN) ./cmd/heyvm
 
 # A debug build keeps symbols; sign it with `make sign-debug`.
 debug:
-	$(GO) build -o $(BIN) ./cmd/heyvm
+	$(GO) build -ldflags "$(VFLAGS)" -o $(BIN) ./cmd/heyvm
+
+# Man pages and shell completions from the command tree, in build/gen.
+docs:
+	$(GO) run ./tools/gendocs -out build/gen -version $(VERSION)
 
 sign:
 ifeq ($(UNAME_S),Darwin)
@@ -42,4 +52,4 @@ darwincheck:
 	$(GO) run ./tools/darwincheck ./cmd/heyvm
 
 clean:
-	rm -rf bin
+	rm -rf bin build/gen dist

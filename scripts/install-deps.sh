@@ -20,6 +20,7 @@ pkgs=(
 	qemu-user-static binfmt-support arch-test    # building the arm64 image on x86
 	git tmux ca-certificates              # git for `heyvm wt`; tmux drives the interactive test
 	systemd                                      # systemd-analyze checks the autostart unit
+	ruby bash-completion rsync                   # the suite checks the Homebrew formula, bash completion and rsync -e ssh into a sandbox
 )
 missing=()
 for p in "${pkgs[@]}"; do

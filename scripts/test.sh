@@ -18,6 +18,10 @@ echo "== darwin/arm64 build of the shared code"
 GOOS=darwin GOARCH=arm64 CGO_ENABLED=0 go build ./...
 echo "== darwin/arm64 type check of the cgo-only apple_virt backend"
 go run ./tools/darwincheck ./cmd/heyvm
+echo "== release: the Linux archives and .debs (GoReleaser snapshot; test/release checks them)"
+# The pinned GoReleaser is installed once per machine (scripts/goreleaser.sh).
+./scripts/release-snapshot.sh
+export HEYVM_TEST_RELEASE=1 HEYVM_TEST_DIST="$PWD/dist"
 echo "== go test"
 # The integration tests share one image build per machine.
 export HEYVM_TEST_IMAGE_CACHE="${HEYVM_TEST_IMAGE_CACHE:-/var/tmp/heyvm-test-cache}"

@@ -47,6 +47,8 @@ func NewRoot(ios IO) *cobra.Command {
 	root.SetErr(ios.ErrOut)
 	root.AddCommand(newImagesCmd(ios))
 	addSandboxCommands(root, ios)
+	addVersion(root, ios)
+	addCompletions(root)
 	return root
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/heyvm/heyvm/internal/backend"
 	"github.com/heyvm/heyvm/internal/fsutil"
+	"github.com/heyvm/heyvm/internal/version"
 )
 
 // Plan is a VM described in neutral terms, one field per
@@ -199,7 +200,20 @@ func EntitlementHint(err error) error {
 		return nil
 	}
 	if strings.Contains(err.Error(), "entitlement") || strings.Contains(err.Error(), "com.apple.security.virtualization") {
-		return fmt.Errorf("this heyvm binary is not signed with the virtualization entitlement: build it with `make` (or sign a debug build with `make sign-debug`): %w", err)
+		return fmt.Errorf("this heyvm binary is not signed with the virtualization entitlement: build it with `make` (or sign a debug build with `make sign-debug`)%s: %w", goInstallSignHint(), err)
 	}
 	return err
+}
+
+// goInstallSignHint is the command that signs a `go install`ed heyvm (its
+// module, in the module cache, holds the entitlements file); empty for
+// other builds (release builds set their version with -ldflags).
+func goInstallSignHint() string {
+	in := version.Get()
+	exe, err := os.Executable()
+	if in.Source != "buildinfo" || !strings.HasPrefix(in.Version, "v") || strings.Contains(in.Version, "+") || err != nil {
+		return ""
+	}
+	v := in.Version
+	return fmt.Sprintf("; a `go install`ed heyvm: codesign --force --sign - --entitlements \"$(go list -m -f '{{.Dir}}' github.com/heyvm/heyvm@%s)/build/heyvm.entitlements\" %s", v, exe)
 }
