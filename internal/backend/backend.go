@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"runtime"
 	"sort"
 	"strings"
@@ -95,9 +96,16 @@ func SavedStateError(err error) error {
 type Machine interface {
 	// Console is the guest's console (hvc0) as a byte stream.
 	Console() io.ReadWriter
-	// SSHEndpoint is where the host reaches the guest's sshd, given the
-	// guest address learned on the console.
-	SSHEndpoint(guestIP string) (host string, port int)
+	// DialSSH opens a stream to the guest's sshd, given the guest address
+	// learned on the console: a TCP connection to the port the hypervisor
+	// forwards (qemu), or a virtio-vsock stream (apple_virt). Everything
+	// that speaks SSH to the guest dials through it: the owner's check,
+	// its shared connection (sshmux) and its port forwards.
+	DialSSH(ctx context.Context, guestIP string) (net.Conn, error)
+	// SSHAddress is a TCP address on this host that reaches the guest's
+	// sshd too, for a heyvm command that connects by itself; port 0 where
+	// there is none (a vsock stream is the owner's alone).
+	SSHAddress(guestIP string) (host string, port int)
 	// Accelerator says what runs the guest: kvm, tcg, or vz.
 	Accelerator() string
 	// RequestStop asks the hypervisor to ask the guest to power off.

@@ -38,13 +38,17 @@ func TestCreateOptionsValidate(t *testing.T) {
 
 func TestSSHConfigBlock(t *testing.T) {
 	root := layout.Root{Dir: "/h"}
+	t.Setenv(layout.EnvHome, "/h")
 	sb := &sandbox.Sandbox{Config: &sandbox.Config{ID: "abc123", Name: "box"}, Files: root.Sandbox("abc123")}
-	got := SSHConfig(root, sb, &sandbox.OwnerInfo{SSHHost: "127.0.0.1", SSHPort: 2222})
-	for _, want := range []string{"Host box\n", "HostName 127.0.0.1\n", "Port 2222\n", "User root\n", "IdentityFile /h/keys/id_ed25519\n",
+	got := SSHConfig(root, sb, "/usr/bin/heyvm")
+	for _, want := range []string{"Host box\n", "User root\n", "IdentityFile /h/keys/id_ed25519\n", "ProxyCommand env HEYO_HOME=/h /usr/bin/heyvm ssh-proxy abc123\n",
 		"UserKnownHostsFile /h/sandboxes/abc123/known_hosts\n", "HostKeyAlias heyvm-abc123\n", "StrictHostKeyChecking yes\n"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("ssh-config lacks %q:\n%s", want, got)
 		}
+	}
+	if strings.Contains(got, "Port ") {
+		t.Errorf("ssh-config names a port, which changes at every start:\n%s", got)
 	}
 }
 

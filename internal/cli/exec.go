@@ -12,7 +12,6 @@ import (
 	"github.com/spf13/pflag"
 	"golang.org/x/crypto/ssh"
 
-	"github.com/heyvm/heyvm/internal/layout"
 	"github.com/heyvm/heyvm/internal/sandbox"
 	"github.com/heyvm/heyvm/internal/sshclient"
 	"github.com/heyvm/heyvm/internal/sshmux"
@@ -89,6 +88,13 @@ func connect(ctx context.Context, e env, sb *sandbox.Sandbox) (*liveConn, error)
 		c, err = dialShared(ctx, sb, st.Owner, signer)
 	}
 	if c == nil {
+		if st.Owner.SSHPort == 0 {
+			// No port: the owner's stream is the only way in (vsock).
+			if err == nil {
+				err = errors.New("HEYVM_SSH_DIRECT is set, but this backend has no port to dial")
+			}
+			return nil, fmt.Errorf("reach sandbox %s through its owner: %w", sb.Config.Name, err)
+		}
 		key, kerr := sshclient.PinnedHostKey(sb.Files.KnownHosts())
 		if kerr != nil {
 			return nil, kerr
@@ -259,43 +265,4 @@ func runShell(ctx context.Context, ios IO, c *liveConn, sb *sandbox.Sandbox, dir
 		command = sshclient.CommandLine([]string{"sh", "-c", `exec "${SHELL:-/bin/sh}" -l`}, dir, "", sb.Config.Env)
 	}
 	return c.outcome(sshclient.Shell(ctx, c.Client, sshclient.ShellOptions{Command: command, Stdin: in, Stdout: ios.Out, Stderr: ios.ErrOut}))
-}
-
-func newSSHConfigCmd(ios IO) *cobra.Command {
-	return &cobra.Command{
-		Use: "ssh-config ID", Short: "Print an OpenSSH Host block for a running sandbox", Args: cobra.ExactArgs(1),
-		RunE: func(c *cobra.Command, args []string) error {
-			e, sb, err := openSandbox(args[0])
-			if err != nil {
-				return err
-			}
-			st, err := sandbox.ReadState(sb.Files)
-			if err != nil {
-				return err
-			}
-			if st.Owner == nil {
-				return fmt.Errorf("sandbox %s is %s: start it with `heyvm start %s` (its SSH port is chosen at boot)", sb.Config.Name, st.Status, sb.Config.Name)
-			}
-			fmt.Fprint(ios.Out, SSHConfig(e.root, sb, st.Owner))
-			return nil
-		},
-	}
-}
-
-// SSHConfig renders the Host block. HostKeyAlias keeps the pinned key
-// valid whatever port the sandbox gets.
-func SSHConfig(root layout.Root, sb *sandbox.Sandbox, oi *sandbox.OwnerInfo) string {
-	return fmt.Sprintf(`Host %s
-  HostName %s
-  Port %d
-  User root
-  IdentityFile %s
-  IdentitiesOnly yes
-  UserKnownHostsFile %s
-  HostKeyAlias %s
-  StrictHostKeyChecking yes
-  ServerAliveInterval 5
-  ServerAliveCountMax 3
-  LogLevel ERROR
-`, sb.Config.Name, oi.SSHHost, oi.SSHPort, root.PrivateKey(), sb.Files.KnownHosts(), sshclient.HostAlias(sb.Config.ID))
 }

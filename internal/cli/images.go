@@ -69,7 +69,8 @@ func newImagesCmd(ios IO) *cobra.Command {
 	}
 	build.Flags().StringVar(&bo.Arch, "arch", "", "guest architecture: amd64 or arm64 (default: this host's)")
 	build.Flags().BoolVar(&bo.Force, "force", false, "rebuild even if the image exists")
-	build.Flags().BoolVar(&bo.Builder, "builder", false, "build the image of `images build`'s builder VM (heyvm-builder) instead, e.g. to push it for a Mac")
+	build.Flags().BoolVar(&bo.Builder, "builder", false, "build the image of `images build`'s builder VM (heyvm-builder) instead")
+	build.Flags().BoolVar(&bo.InVM, "in-vm", false, "build inside a VM of this host's backend, from Debian's archive (what macOS always does, and Linux without mmdebstrap)")
 
 	prune := &cobra.Command{
 		Use: "prune", Short: "Empty the image builder's step cache (removes the builder VMs; the next build makes a fresh one)", Args: cobra.NoArgs,
@@ -268,6 +269,11 @@ type BuildDefaultOptions struct {
 	// Builder builds the image builder's image (heyvm-builder) instead,
 	// for a Mac to pull.
 	Builder bool
+	// InVM builds inside a VM of this host's backend, even where the host
+	// could build it (mmdebstrap).
+	InVM bool
+	// auto: a create asked for the image it lacks.
+	auto bool
 }
 
 // RunBuildDefault builds the default image (or returns it if present).
@@ -277,7 +283,7 @@ func RunBuildDefault(ctx context.Context, ios IO, o BuildDefaultOptions) (*image
 		return nil, err
 	}
 	if o.Builder {
-		return buildBuilderImage(ctx, ios, st, arch)
+		return buildBuilderImage(ctx, ios, st, arch, o.InVM)
 	}
 	if !o.Force {
 		if im, err := st.Resolve(image.DefaultNameFor(st.Backend, arch)); err == nil {
@@ -286,15 +292,7 @@ func RunBuildDefault(ctx context.Context, ios IO, o BuildDefaultOptions) (*image
 		}
 	}
 	start := time.Now()
-	prog := newBuildProgress(ios.ErrOut)
-	im, err := imagebuild.Build(ctx, imagebuild.Options{
-		Store:    st,
-		Arch:     arch,
-		Force:    o.Force,
-		Progress: prog,
-		SelfExec: selfExec(assembleCmdName),
-	})
-	prog.Done()
+	im, err := buildRecipe(ctx, ios, recipeBuild{store: st, arch: arch, force: o.Force, inVM: o.InVM, auto: o.auto})
 	if err != nil {
 		return nil, fmt.Errorf("build default image: %w", err)
 	}

@@ -390,12 +390,10 @@ func ensureBuilder(ctx context.Context, ios IO, e env, hb backend.Backend, arch 
 	rebuilt := false
 	im, err := hostStore.Resolve(imName)
 	switch {
-	case err != nil && runtime.GOOS != "linux":
-		return nil, fmt.Errorf("the builder image %s is not here: on a Linux machine run `heyvm images build-default --builder --backend %s --arch %s` and `heyvm images push %s REF`, then here `heyvm images pull REF --name %s`", imName, hb.Name(), arch, imName, imName)
-	case err != nil || (runtime.GOOS == "linux" && im.Meta.Build.RecipeHash != imagebuild.RecipeHashWith(imagebuild.BuilderPackages)):
+	case err != nil || im.Meta.Build.RecipeHash != imagebuild.RecipeHashWith(imagebuild.BuilderPackages) && im.Meta.Pulled == nil:
 		// Missing, or made by another heyvm version's recipe: (re)made
-		// here. A Mac keeps the one it pulled.
-		if _, err := buildBuilderImage(ctx, ios, hostStore, arch); err != nil {
+		// here (in a VM where the host cannot). One pulled is kept.
+		if _, err := buildBuilderImage(ctx, ios, hostStore, arch, false); err != nil {
 			return nil, err
 		}
 		rebuilt = true
@@ -436,15 +434,10 @@ func ensureBuilder(ctx context.Context, ios IO, e env, hb backend.Backend, arch 
 }
 
 // buildBuilderImage (re)makes the builder image of arch in st.
-func buildBuilderImage(ctx context.Context, ios IO, st image.Store, arch string) (*image.Image, error) {
+func buildBuilderImage(ctx context.Context, ios IO, st image.Store, arch string, inVM bool) (*image.Image, error) {
 	name := builderImageName(st.Backend, arch)
 	fmt.Fprintf(ios.ErrOut, "making the builder image %s (once per arch and heyvm version)\n", name)
-	prog := newBuildProgress(ios.ErrOut)
-	im, err := imagebuild.Build(ctx, imagebuild.Options{
-		Store: st, Arch: arch, Name: name, Force: true,
-		ExtraPackages: imagebuild.BuilderPackages, Progress: prog, SelfExec: selfExec(assembleCmdName),
-	})
-	prog.Done()
+	im, err := buildRecipe(ctx, ios, recipeBuild{store: st, arch: arch, name: name, extra: imagebuild.BuilderPackages, force: true, inVM: inVM, auto: true})
 	if err != nil {
 		return nil, fmt.Errorf("make the builder image: %w", err)
 	}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -242,11 +241,8 @@ func obtainDefault(ctx context.Context, ios IO, st image.Store, arch string, o T
 	}
 	ref := cfg.DefaultRef(st.Backend)
 	if ref == "" {
-		if runtime.GOOS != "linux" {
-			return nil, fmt.Errorf("the default image is missing and no default_image_ref is set for %s: pull one your team pushed (`heyvm images pull REF --name %s`, or set default_image_ref in %s), import a file (`heyvm images import FILE`), or build it on a Linux machine (`heyvm images build-default --backend %s`) and push it", st.Backend, image.DefaultName, st.Root.ConfigFile(), st.Backend)
-		}
 		fmt.Fprintf(ios.ErrOut, "no default_image_ref is set for %s: building the default image here (once)\n", st.Backend)
-		return RunBuildDefault(ctx, ios, BuildDefaultOptions{Backend: st.Backend, Arch: arch, Force: o.Force})
+		return RunBuildDefault(ctx, ios, BuildDefaultOptions{Backend: st.Backend, Arch: arch, Force: o.Force, auto: true})
 	}
 	o.Name = image.DefaultNameFor(st.Backend, arch)
 	fmt.Fprintf(ios.ErrOut, "fetching the default image from %s\n", ref)

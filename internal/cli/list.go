@@ -33,7 +33,10 @@ func viewOf(sb *sandbox.Sandbox) (sandboxView, error) {
 	}
 	v := sandboxView{Config: sb.Config, State: st.Status, Owner: st.Owner, LastStop: st.LastStop, Dir: sb.Files.Dir, OwnerDamaged: st.OwnerDamaged}
 	if st.Owner != nil {
-		v.SSH = fmt.Sprintf("%s:%d", st.Owner.SSHHost, st.Owner.SSHPort)
+		v.SSH = "through its owner"
+		if st.Owner.SSHPort != 0 {
+			v.SSH = fmt.Sprintf("%s:%d", st.Owner.SSHHost, st.Owner.SSHPort)
+		}
 		if st.Owner.ExpiresAt != nil {
 			// Between expiry and the owner's stop, nothing is left.
 			v.TTLLeft = max(time.Until(*st.Owner.ExpiresAt), 0).Round(time.Second).String()

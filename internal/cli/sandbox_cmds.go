@@ -17,7 +17,7 @@ import (
 func addSandboxCommands(root *cobra.Command, ios IO) {
 	root.AddCommand(
 		newCreateCmd(ios), newStartCmd(ios), newStopCmd(ios), newRestartCmd(ios), newRmCmd(ios),
-		newListCmd(ios), newGetCmd(ios), newExecCmd(ios), newShCmd(ios), newSSHConfigCmd(ios),
+		newListCmd(ios), newGetCmd(ios), newExecCmd(ios), newShCmd(ios), newSSHConfigCmd(ios), newSSHProxyCmd(ios),
 		newTestVMCmd(ios, "test-vm", ""), newTestVMCmd(ios, "test-apple-virt", "apple_virt"), newBackendsCmd(ios), newOwnerCmd(),
 		newWtCmd(ios), newConsoleCmd(ios), newLogsCmd(ios), newAutostartCmd(ios), newPortCmd(ios),
 	)

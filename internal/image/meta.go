@@ -100,6 +100,9 @@ type BuildInfo struct {
 	Tool     string        `yaml:"tool" json:"tool"`
 	// RecipeHash identifies the recipe version that built the image.
 	RecipeHash string `yaml:"recipe_hash" json:"recipe_hash"`
+	// BuiltIn says where: "host (mmdebstrap)", or "vm (qemu, tcg)" for a
+	// build inside a VM of that backend and accelerator.
+	BuiltIn string `yaml:"built_in,omitempty" json:"built_in,omitempty"`
 }
 
 // Files are the files every image holds besides image.yaml.

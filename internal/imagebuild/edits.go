@@ -25,8 +25,8 @@ const (
 	editLockRoot                 // give root no usable password in /etc/shadow
 )
 
-// rootEdit is one change to the root; paths are relative to it.
-type rootEdit struct {
+// RootEdit is one change to the root; paths are relative to it.
+type RootEdit struct {
 	kind      editKind
 	path      string
 	mode      os.FileMode
@@ -35,13 +35,13 @@ type rootEdit struct {
 	ifMissing bool   // editLink: only where nothing is yet
 }
 
-// guestEdits installs heyvm's init, sshd and console setup, and strips
+// GuestEdits installs heyvm's init, sshd and console setup, and strips
 // what a sandbox never needs.
-func guestEdits() []rootEdit {
-	write := func(path string, mode os.FileMode, data []byte) rootEdit {
-		return rootEdit{kind: editWrite, path: path, mode: mode, data: data}
+func GuestEdits() []RootEdit {
+	write := func(path string, mode os.FileMode, data []byte) RootEdit {
+		return RootEdit{kind: editWrite, path: path, mode: mode, data: data}
 	}
-	edits := []rootEdit{
+	edits := []RootEdit{
 		write("etc/inittab", 0o644, GuestFile("inittab")),
 		write("etc/heyvm/rc.sysinit", 0o755, GuestFile("rc.sysinit")),
 		write("etc/heyvm/rc.shutdown", 0o755, GuestFile("rc.shutdown")),
@@ -60,13 +60,13 @@ func guestEdits() []rootEdit {
 		{kind: editLink, path: "sbin/init", target: "/bin/busybox"},
 	}
 	for _, applet := range []string{"poweroff", "reboot", "halt"} {
-		edits = append(edits, rootEdit{kind: editLink, path: "sbin/" + applet, target: "/bin/busybox", ifMissing: true})
+		edits = append(edits, RootEdit{kind: editLink, path: "sbin/" + applet, target: "/bin/busybox", ifMissing: true})
 	}
 	edits = append(edits,
 		// Host keys made by openssh-server's postinst would be shared by
 		// every sandbox; each guest makes its own on first boot instead.
-		rootEdit{kind: editRemove, path: "etc/ssh/ssh_host_*"},
-		rootEdit{kind: editLockRoot},
+		RootEdit{kind: editRemove, path: "etc/ssh/ssh_host_*"},
+		RootEdit{kind: editLockRoot},
 		// Each sandbox makes its own on first boot.
 		write("etc/machine-id", 0o444, nil),
 	)
@@ -76,7 +76,7 @@ func guestEdits() []rootEdit {
 		"usr/share/doc/*", "usr/share/man/*", "usr/share/info/*", "usr/share/locale/*",
 		"var/log/*.log", "debootstrap",
 	} {
-		edits = append(edits, rootEdit{kind: editRemove, path: pattern})
+		edits = append(edits, RootEdit{kind: editRemove, path: pattern})
 	}
 	// Keep the trim for packages users install later.
 	return append(edits, write("etc/dpkg/dpkg.cfg.d/heyvm-nodoc", 0o644, []byte(
@@ -84,7 +84,7 @@ func guestEdits() []rootEdit {
 }
 
 // ApplyEdits makes the edits to the root at root.
-func ApplyEdits(root string, edits []rootEdit) error {
+func ApplyEdits(root string, edits []RootEdit) error {
 	for _, e := range edits {
 		p := filepath.Join(root, e.path)
 		switch e.kind {
@@ -144,7 +144,7 @@ func lockRootPassword(shadow string) error {
 // EditsScript is the edits as a POSIX shell script for busybox, to run
 // on the root at the path in $R. Globs are the shell's (which, unlike
 // ApplyEdits', do not match names that begin with a dot).
-func EditsScript(edits []rootEdit) string {
+func EditsScript(edits []RootEdit) string {
 	var b strings.Builder
 	b.WriteString("set -e\n")
 	for _, e := range edits {

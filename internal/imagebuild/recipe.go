@@ -153,7 +153,7 @@ func Build(ctx context.Context, o Options) (*image.Image, error) {
 			return im, nil
 		}
 	}
-	if err := checkHost(arch); err != nil {
+	if err := CheckHost(arch); err != nil {
 		return nil, err
 	}
 	start := time.Now()
@@ -182,8 +182,8 @@ func Build(ctx context.Context, o Options) (*image.Image, error) {
 	return o.Store.Resolve(o.Name)
 }
 
-// checkHost fails early, with what to install, when the host lacks a tool.
-func checkHost(arch string) error {
+// CheckHost fails early, with what to install, when the host lacks a tool.
+func CheckHost(arch string) error {
 	if runtime.GOOS != "linux" {
 		return errors.New("images are built on Linux (mmdebstrap needs it): on a Linux machine run `heyvm images build-default --backend apple_virt`, then `heyvm images push` it to a registry (or `heyvm images export` it to a file) and pull or import it here")
 	}
@@ -312,6 +312,7 @@ func buildInto(ctx context.Context, o Options, arch, out string) (*image.Metadat
 			Modules:    res.Modules,
 			Tool:       "heyvm images build-default",
 			RecipeHash: RecipeHashWith(o.ExtraPackages),
+			BuiltIn:    "host (mmdebstrap)",
 		},
 		SHA256: sums,
 	}, nil
@@ -432,7 +433,7 @@ func installKernel(ctx context.Context, p Progress, root, work string) (pkg, kve
 
 // configureGuest installs heyvm's init, sshd and console setup, and strips
 // what a sandbox never needs.
-func configureGuest(root string) error { return ApplyEdits(root, guestEdits()) }
+func configureGuest(root string) error { return ApplyEdits(root, GuestEdits()) }
 
 func writeInitramfs(root, kver, out string) ([]string, error) {
 	idx, err := readModuleIndex(filepath.Join(root, "lib", "modules", kver))

@@ -114,6 +114,13 @@ func (r Root) BuilderSetupLock(arch string) string {
 }
 
 // KVMNoteShown marks that the "join the kvm group" note was shown once.
+// DebCacheDir keeps the Debian packages an image build in a VM
+// downloaded, as <sha256>.deb: a rebuild fetches only what changed.
+func (r Root) DebCacheDir() string { return filepath.Join(r.CacheDir(), "debs") }
+
+// VMBuildLog is the console of the last image build in a VM.
+func (r Root) VMBuildLog() string { return filepath.Join(r.CacheDir(), "vmbuild.log") }
+
 func (r Root) KVMNoteShown() string { return filepath.Join(r.Dir, ".kvm-note-shown") }
 
 // PushCache remembers the manifest of an image's last push or export.

@@ -256,8 +256,9 @@ func Boot(ctx context.Context, o BootOptions) (*Session, error) {
 			return fail(err)
 		}
 	}
-	host, port := m.SSHEndpoint(ip)
-	s.target = sshclient.Target{Host: host, Port: port, User: "root", Signer: signer, HostKey: key}
+	host, port := m.SSHAddress(ip)
+	s.target = sshclient.Target{Host: host, Port: port, User: "root", Signer: signer, HostKey: key,
+		Dial: func(ctx context.Context) (net.Conn, error) { return m.DialSSH(ctx, ip) }}
 	// A resumed guest's clock stands where it was when the VM was saved:
 	// the check sets it.
 	then := ""
@@ -462,7 +463,7 @@ func (s *Session) shareSSH(guest *ssh.Client) (string, error) {
 	}
 	target := s.target
 	mux, err := sshmux.Listen(s.sb.Files.SSHSock(), hostKey, target.Signer.PublicKey(), guest,
-		func(ctx context.Context) (*ssh.Client, error) { return sshclient.Dial(ctx, target) })
+		func(ctx context.Context) (*ssh.Client, error) { return sshclient.Dial(ctx, target) }, target.Dial)
 	if err != nil {
 		return "", err
 	}

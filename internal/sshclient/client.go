@@ -19,19 +19,30 @@ import (
 	"golang.org/x/term"
 )
 
-// Target is where and how to reach one sandbox's sshd.
+// Target is where and how to reach one sandbox's sshd: through Dial when
+// set (a backend's stream), else at Host:Port over TCP.
 type Target struct {
 	Host    string
 	Port    int
+	Dial    func(ctx context.Context) (net.Conn, error)
 	User    string
 	Signer  ssh.Signer
 	HostKey ssh.PublicKey
 }
 
-// Dial connects and authenticates, honouring ctx for the TCP connect and
-// the handshake.
+// Dial connects and authenticates, honouring ctx for the connect and the
+// handshake.
 func Dial(ctx context.Context, t Target) (*ssh.Client, error) {
 	addr := net.JoinHostPort(t.Host, strconv.Itoa(t.Port))
+	dial := t.Dial
+	if dial == nil {
+		dial = func(ctx context.Context) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "tcp", addr)
+		}
+	} else {
+		addr = "the guest"
+	}
 	cfg := &ssh.ClientConfig{
 		User:              t.User,
 		Auth:              []ssh.AuthMethod{ssh.PublicKeys(t.Signer)},
@@ -39,8 +50,7 @@ func Dial(ctx context.Context, t Target) (*ssh.Client, error) {
 		HostKeyAlgorithms: []string{ssh.KeyAlgoED25519},
 		Timeout:           15 * time.Second,
 	}
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", addr)
+	conn, err := dial(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("connect to sandbox sshd at %s: %w", addr, err)
 	}

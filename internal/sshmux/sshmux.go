@@ -39,11 +39,21 @@ const sessionsPerConn = 8
 // Dialer opens a new authenticated connection to the guest's sshd.
 type Dialer func(ctx context.Context) (*ssh.Client, error)
 
+// StreamDialer opens a raw stream to the guest's sshd (the backend's
+// DialSSH), for a client that speaks SSH to the guest itself.
+type StreamDialer func(ctx context.Context) (net.Conn, error)
+
+// SSHDChannel is the channel type that asks the owner for a raw stream to
+// the guest's sshd: OpenSSH's ProxyCommand (`heyvm ssh-proxy`) uses it,
+// whatever the backend's transport (a TCP port, a vsock stream).
+const SSHDChannel = "sshd@heyvm.dev"
+
 // Server relays channels from local clients to the guest.
 type Server struct {
 	ln     net.Listener
 	config *ssh.ServerConfig
 	dial   Dialer
+	stream StreamDialer
 
 	mu     sync.Mutex
 	conns  []*guestConn
@@ -70,9 +80,10 @@ func NewHostKey() (ssh.Signer, error) {
 }
 
 // Listen serves path. first, if not nil, is a guest connection already
-// up (the owner's readiness check); dial opens more when needed. Only
+// up (the owner's readiness check); dial opens more when needed, and
+// stream opens raw streams to the guest's sshd (SSHDChannel). Only
 // clientKey signs in.
-func Listen(path string, hostKey ssh.Signer, clientKey ssh.PublicKey, first *ssh.Client, dial Dialer) (*Server, error) {
+func Listen(path string, hostKey ssh.Signer, clientKey ssh.PublicKey, first *ssh.Client, dial Dialer, stream StreamDialer) (*Server, error) {
 	os.Remove(path)
 	ln, err := net.Listen("unix", path)
 	if err != nil {
@@ -92,7 +103,7 @@ func Listen(path string, hostKey ssh.Signer, clientKey ssh.PublicKey, first *ssh
 		},
 	}
 	cfg.AddHostKey(hostKey)
-	s := &Server{ln: ln, config: cfg, dial: dial}
+	s := &Server{ln: ln, config: cfg, dial: dial, stream: stream}
 	if first != nil {
 		s.adopt(first)
 	}
@@ -239,8 +250,59 @@ func (s *Server) serveClient(nc net.Conn) {
 	defer conn.Close()
 	go s.globalRequests(reqs)
 	for ch := range chans {
+		if ch.ChannelType() == SSHDChannel {
+			go s.relayStream(ch)
+			continue
+		}
 		go s.relay(ch)
 	}
+}
+
+// relayStream joins the client's channel to a new raw stream to the
+// guest's sshd, until both ends have closed.
+func (s *Server) relayStream(nc ssh.NewChannel) {
+	if s.stream == nil {
+		nc.Reject(ssh.UnknownChannelType, "this owner has no stream to the guest's sshd")
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	up, err := s.stream(ctx)
+	cancel()
+	if err != nil {
+		nc.Reject(ssh.ConnectionFailed, fmt.Sprintf("reach the guest's sshd: %v", err))
+		return
+	}
+	down, reqs, err := nc.Accept()
+	if err != nil {
+		up.Close()
+		return
+	}
+	go ssh.DiscardRequests(reqs)
+	Join(down, up)
+}
+
+// halfCloser is a stream whose sending side can be closed alone.
+type halfCloser interface{ CloseWrite() error }
+
+// Join copies a and b into each other until both directions have ended,
+// passing each end on as a half close, then closes both.
+func Join(a, b io.ReadWriteCloser) {
+	var wg sync.WaitGroup
+	pipe := func(dst, src io.ReadWriteCloser) {
+		defer wg.Done()
+		io.Copy(dst, src)
+		if hc, ok := dst.(halfCloser); ok {
+			hc.CloseWrite()
+		} else {
+			dst.Close()
+		}
+	}
+	wg.Add(2)
+	go pipe(a, b)
+	go pipe(b, a)
+	wg.Wait()
+	a.Close()
+	b.Close()
 }
 
 // globalRequests answers a client's keepalives with the guest's: a
@@ -340,6 +402,34 @@ func (s *Server) relay(nc ssh.NewChannel) {
 // startsCommand says whether a session request starts its command.
 func startsCommand(req string) bool {
 	return req == "exec" || req == "shell" || req == "subsystem"
+}
+
+// DialSSHD opens a raw stream to the guest's sshd through an owner's
+// socket (SSHDChannel). Closing it closes its connection to the owner.
+func DialSSHD(ctx context.Context, path string, hostKey ssh.PublicKey, signer ssh.Signer) (io.ReadWriteCloser, error) {
+	c, err := Dial(ctx, path, hostKey, signer)
+	if err != nil {
+		return nil, err
+	}
+	ch, reqs, err := c.OpenChannel(SSHDChannel, nil)
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	go ssh.DiscardRequests(reqs)
+	return &sshdStream{Channel: ch, conn: c}, nil
+}
+
+// sshdStream is a raw stream to the guest's sshd on its own connection to
+// the owner.
+type sshdStream struct {
+	ssh.Channel
+	conn *ssh.Client
+}
+
+func (s *sshdStream) Close() error {
+	s.Channel.Close()
+	return s.conn.Close()
 }
 
 // Dial connects to an owner's socket, pinning its host key, and signs in

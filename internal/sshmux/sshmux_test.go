@@ -86,6 +86,14 @@ func (g *guest) dialer(signer ssh.Signer) Dialer {
 	}
 }
 
+// streamDialer opens raw TCP streams to the guest's sshd.
+func (g *guest) streamDialer() StreamDialer {
+	return func(ctx context.Context) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", g.addr)
+	}
+}
+
 // drop closes every connection, as a guest whose sshd died would.
 func (g *guest) drop() {
 	g.mu.Lock()
@@ -175,7 +183,7 @@ func mux(t *testing.T, g *guest, user ssh.Signer, first bool) (*Server, func() (
 		}
 	}
 	path := filepath.Join(t.TempDir(), "ssh.sock")
-	s, err := Listen(path, host, user.PublicKey(), c, dial)
+	s, err := Listen(path, host, user.PublicKey(), c, dial, g.streamDialer())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -298,7 +306,7 @@ func TestAuthBothWays(t *testing.T) {
 	g := startGuest(t, user.PublicKey())
 	host := newSigner(t)
 	path := filepath.Join(t.TempDir(), "ssh.sock")
-	s, err := Listen(path, host, user.PublicKey(), nil, g.dialer(user))
+	s, err := Listen(path, host, user.PublicKey(), nil, g.dialer(user), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -320,3 +328,54 @@ func TestAuthBothWays(t *testing.T) {
 		t.Error("a closed server still answered")
 	}
 }
+
+// A raw stream to the guest's sshd through the owner (OpenSSH's
+// ProxyCommand): the client speaks SSH to the guest itself over it.
+func TestSSHDStream(t *testing.T) {
+	user := newSigner(t)
+	g := startGuest(t, user.PublicKey())
+	host := newSigner(t)
+	path := filepath.Join(t.TempDir(), "ssh.sock")
+	s, err := Listen(path, host, user.PublicKey(), nil, g.dialer(user), g.streamDialer())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	stream, err := DialSSHD(ctx, path, host.PublicKey(), user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stream.Close()
+	// An ssh.Conn over the stream: net.Conn's extra methods are not used.
+	conn, chans, reqs, err := ssh.NewClientConn(streamConn{stream}, "guest", &ssh.ClientConfig{User: "root",
+		Auth: []ssh.AuthMethod{ssh.PublicKeys(user)}, HostKeyCallback: func(string, net.Addr, ssh.PublicKey) error { return nil }})
+	if err != nil {
+		t.Fatalf("SSH to the guest over the owner's stream: %v", err)
+	}
+	c := ssh.NewClient(conn, chans, reqs)
+	defer c.Close()
+	if out, _, code := run(t, c, "exit 3", "through"); code != 3 || !strings.Contains(out, "through") {
+		t.Fatalf("over the stream: %q %d", out, code)
+	}
+	// Without a stream dialer the owner says so.
+	path2 := filepath.Join(t.TempDir(), "ssh.sock")
+	s2, err := Listen(path2, host, user.PublicKey(), nil, g.dialer(user), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s2.Close() })
+	if _, err := DialSSHD(ctx, path2, host.PublicKey(), user); err == nil || !strings.Contains(err.Error(), "no stream") {
+		t.Fatalf("no stream dialer: %v", err)
+	}
+}
+
+// streamConn makes a stream a net.Conn for ssh.NewClientConn.
+type streamConn struct{ io.ReadWriteCloser }
+
+func (streamConn) LocalAddr() net.Addr              { return &net.UnixAddr{} }
+func (streamConn) RemoteAddr() net.Addr             { return &net.UnixAddr{} }
+func (streamConn) SetDeadline(time.Time) error      { return nil }
+func (streamConn) SetReadDeadline(time.Time) error  { return nil }
+func (streamConn) SetWriteDeadline(time.Time) error { return nil }

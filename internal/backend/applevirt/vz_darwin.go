@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"sync"
@@ -354,8 +355,14 @@ func (m *machine) Console() io.ReadWriter { return m.console }
 func (m *machine) Accelerator() string    { return "vz" }
 func (m *machine) Done() <-chan struct{}  { return m.done }
 
-// SSHEndpoint: VZ NAT gives the guest its own address; sshd listens on 22.
-func (m *machine) SSHEndpoint(guestIP string) (string, int) { return guestIP, 22 }
+// SSHAddress: VZ NAT gives the guest its own address; sshd listens on 22.
+func (m *machine) SSHAddress(guestIP string) (string, int) { return guestIP, 22 }
+
+// DialSSH connects to the guest's sshd at its NAT address.
+func (m *machine) DialSSH(ctx context.Context, guestIP string) (net.Conn, error) {
+	var d net.Dialer
+	return d.DialContext(ctx, "tcp", net.JoinHostPort(guestIP, "22"))
+}
 
 func (m *machine) Err() error {
 	m.mu.Lock()

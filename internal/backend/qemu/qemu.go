@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -499,7 +500,13 @@ func (m *machine) Console() io.ReadWriter { return m.console }
 func (m *machine) Accelerator() string    { return m.accel }
 func (m *machine) Done() <-chan struct{}  { return m.done }
 
-func (m *machine) SSHEndpoint(string) (string, int) { return "127.0.0.1", m.sshPort }
+func (m *machine) SSHAddress(string) (string, int) { return "127.0.0.1", m.sshPort }
+
+// DialSSH connects to the host port qemu forwards to the guest's port 22.
+func (m *machine) DialSSH(ctx context.Context, _ string) (net.Conn, error) {
+	var d net.Dialer
+	return d.DialContext(ctx, "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(m.sshPort)))
+}
 
 func (m *machine) Err() error {
 	m.mu.Lock()
