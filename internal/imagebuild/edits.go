@@ -47,6 +47,7 @@ func GuestEdits() []RootEdit {
 		write("etc/heyvm/rc.shutdown", 0o755, GuestFile("rc.shutdown")),
 		write("etc/heyvm/serial-login", 0o755, GuestFile("serial-login")),
 		write("etc/heyvm/udhcpc.script", 0o755, GuestFile("udhcpc.script")),
+		write("etc/heyvm/vsock-sshd", 0o755, GuestFile("vsock-sshd")),
 		write("etc/ssh/sshd_config.d/heyvm.conf", 0o644, GuestFile("sshd_config")),
 		write("etc/profile.d/heyvm-ready.sh", 0o644, GuestFile("ready.sh")),
 		write("etc/gitconfig", 0o644, GuestFile("gitconfig")),

@@ -97,6 +97,20 @@ func TestShKilledRestoresTheTerminal(t *testing.T) {
 // (so `rsync -e ssh` into a sandbox works), a pager, an editor and the rest.
 func TestDefaultImageTools(t *testing.T) {
 	needVM(t)
+	// This machine's egress re-signs TLS with a CA of its own, which the
+	// host trusts (in /usr/local/share/ca-certificates) and no public
+	// bundle holds: the sandbox is given those too, as a user behind such
+	// a proxy would do. Verification stays on.
+	local, _ := filepath.Glob("/usr/local/share/ca-certificates/*.crt")
+	for _, crt := range local {
+		b, _ := os.ReadFile(crt)
+		if _, errOut, code := runIn(sharedEnv, string(b), "exec", shared, "--", "sh", "-c", "cat >/usr/local/share/ca-certificates/host-"+filepath.Base(crt)); code != 0 {
+			t.Fatalf("copy %s into the sandbox: %s", crt, errOut)
+		}
+	}
+	if len(local) > 0 {
+		must(t, sharedEnv, "exec", shared, "--", "update-ca-certificates")
+	}
 	if out, errOut, code := runIn(sharedEnv, "", "exec", shared, "--", "curl", "-fsSI", "https://deb.debian.org/debian/"); code != 0 || !strings.Contains(out, "HTTP/") {
 		t.Errorf("curl over verified TLS in a sandbox: exit %d\n%s\n%s", code, out, errOut)
 	}

@@ -97,13 +97,14 @@ install_file() { # SRC DEST-IN-ROOT MODE
 install_setup() {
 	install_file /etc/heyvm/rc.sysinit /etc/heyvm/rc.sysinit 0755
 	install_file /etc/heyvm/udhcpc.script /etc/heyvm/udhcpc.script 0755
-	added+=(/etc/heyvm/rc.sysinit /etc/heyvm/udhcpc.script)
+	install_file /etc/heyvm/vsock-sshd /etc/heyvm/vsock-sshd 0755
+	added+=(/etc/heyvm/rc.sysinit /etc/heyvm/udhcpc.script /etc/heyvm/vsock-sshd)
 }
 
 if [ "$layer" = injected ]; then
 	step "adding heyvm's init (busybox) to a root with none"
 	[ -n "$(inroot /bin/busybox)" ] || install_file /bin/busybox /bin/busybox 0755
-	for f in /etc/inittab:0644 /etc/heyvm/rc.sysinit:0755 /etc/heyvm/rc.shutdown:0755 /etc/heyvm/serial-login:0755 /etc/heyvm/udhcpc.script:0755; do
+	for f in /etc/inittab:0644 /etc/heyvm/rc.sysinit:0755 /etc/heyvm/rc.shutdown:0755 /etc/heyvm/serial-login:0755 /etc/heyvm/udhcpc.script:0755 /etc/heyvm/vsock-sshd:0755; do
 		install_file "${f%:*}" "${f%:*}" "${f#*:}"
 	done
 	mkdir -p "$(indir /sbin)"
