@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -74,10 +75,10 @@ func buildRecipe(ctx context.Context, ios IO, r recipeBuild) (*image.Image, erro
 		Store: r.store, Backend: b, Arch: r.arch, Name: r.name, Force: r.force,
 		ExtraPackages: r.extra, CacheDir: e.root.DebCacheDir(), Progress: prog, Log: log,
 	})
-	if err != nil {
+	if errors.Is(err, vmbuild.ErrBuildVM) {
 		return nil, fmt.Errorf("%w (the build VM's console: %s)", err, e.root.VMBuildLog())
 	}
-	return im, nil
+	return im, err
 }
 
 // vmBuildProgress is a build's stages with a download bar between them.

@@ -44,16 +44,16 @@ type Metadata struct {
 // DockerfileInfo is an image built from a Dockerfile: where from, and
 // what the image says about running it (CMD, ENTRYPOINT, EXPOSE, LABEL).
 type DockerfileInfo struct {
-	File       string            `yaml:"file" json:"file"`
-	Context    string            `yaml:"context" json:"context"`
-	BuildArgs  []string          `yaml:"build_args,omitempty" json:"build_args,omitempty"`
-	Engine     string            `yaml:"engine" json:"engine"`
-	Bases      []string          `yaml:"bases,omitempty" json:"bases,omitempty"`
-	Kernel     string            `yaml:"kernel" json:"kernel"` // "own" (from the root's /boot) or "default"
-	Init       string            `yaml:"init" json:"init"`     // heyvm, injected, systemd or inittab
+	File      string   `yaml:"file" json:"file"`
+	Context   string   `yaml:"context" json:"context"`
+	BuildArgs []string `yaml:"build_args,omitempty" json:"build_args,omitempty"`
+	Engine    string   `yaml:"engine" json:"engine"`
+	Bases     []string `yaml:"bases,omitempty" json:"bases,omitempty"`
+	Kernel    string   `yaml:"kernel" json:"kernel"` // "own" (from the root's /boot) or "default"
+	Init      string   `yaml:"init" json:"init"`     // heyvm, injected, systemd or inittab
 	// Added lists what the conversion put into the root for heyvm
 	// (units, inittab lines, scripts), for `images inspect`.
-	Added []string `yaml:"heyvm_added,omitempty" json:"heyvm_added,omitempty"`
+	Added      []string          `yaml:"heyvm_added,omitempty" json:"heyvm_added,omitempty"`
 	Cmd        []string          `yaml:"cmd,omitempty" json:"cmd,omitempty"`
 	Entrypoint []string          `yaml:"entrypoint,omitempty" json:"entrypoint,omitempty"`
 	Env        []string          `yaml:"env,omitempty" json:"env,omitempty"`

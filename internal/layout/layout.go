@@ -101,6 +101,10 @@ func (r Root) PublicKey() string    { return filepath.Join(r.KeysDir(), "id_ed25
 func (r Root) ImagesDir() string    { return filepath.Join(r.Dir, "images") }
 func (r Root) SandboxesDir() string { return filepath.Join(r.Dir, "sandboxes") }
 func (r Root) ConfigFile() string   { return filepath.Join(r.Dir, "config.yaml") }
+
+// ContextsFile holds where sandboxes run besides this machine (SSH hosts,
+// clusters) and the current context.
+func (r Root) ContextsFile() string { return filepath.Join(r.Dir, "contexts.yaml") }
 func (r Root) CacheDir() string     { return filepath.Join(r.Dir, "cache") }
 
 // BuilderXfer is the folder `heyvm images build` shares read-write with

@@ -83,6 +83,10 @@ const (
 	TotalStages = hostStages + guestStages + 1
 )
 
+// ErrBuildVM marks a failure inside the build VM (its console log says
+// more), as against one on the host (the archive, the disk).
+var ErrBuildVM = errors.New("the image build in a VM failed")
+
 // BuildTimeout bounds the build VM's work. Under KVM or VZ it takes a
 // minute or two; under TCG on two cores about ten.
 var BuildTimeout = 45 * time.Minute
@@ -183,6 +187,9 @@ func Build(ctx context.Context, o Options) (*image.Image, error) {
 
 	accel, used, err := runBuildVM(ctx, o, filepath.Join(b.Dir, layout.ImageKernel), buildInitrd, rootfs, work)
 	if err != nil {
+		if ctx.Err() == nil {
+			err = fmt.Errorf("%w: %w", ErrBuildVM, err)
+		}
 		return nil, err
 	}
 	p.Note(fmt.Sprintf("the root file system holds %d MB", used>>20))

@@ -25,7 +25,9 @@ type plainUser struct {
 	uid, gid int
 	dir      string // 0755, holds bin and home
 	bin      string
-	home     string // HEYO_HOME
+	home     string   // HEYO_HOME
+	path     string   // PATH ("" for /usr/sbin:/usr/bin:/sbin:/bin)
+	env      []string // more of the environment
 }
 
 const rootlessUser = "heyvm-it"
@@ -98,14 +100,23 @@ func (p *plainUser) cleanup() {
 // cmd is a command run as the user, with a clean environment.
 func (p *plainUser) cmd(ctx context.Context, dir string, argv ...string) *exec.Cmd {
 	c := exec.CommandContext(ctx, "runuser", append([]string{"-u", p.name, "--"}, argv...)...)
-	c.Env = []string{"HOME=/home/" + p.name, "USER=" + p.name, "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HEYO_HOME=" + p.home, "LC_ALL=C", "HEYVM_AUTO_WARM=0"}
+	path := p.path
+	if path == "" {
+		path = "/usr/sbin:/usr/bin:/sbin:/bin"
+	}
+	c.Env = append([]string{"HOME=/home/" + p.name, "USER=" + p.name, "PATH=" + path, "HEYO_HOME=" + p.home, "LC_ALL=C", "HEYVM_AUTO_WARM=0"}, p.env...)
 	c.Dir = dir
 	return c
 }
 
 // run runs heyvm as the user.
 func (p *plainUser) run(dir string, args ...string) (string, string, int) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	return p.runWithin(5*time.Minute, dir, args...)
+}
+
+// runWithin is run with its own time limit.
+func (p *plainUser) runWithin(limit time.Duration, dir string, args ...string) (string, string, int) {
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
 	c := p.cmd(ctx, dir, append([]string{p.bin}, args...)...)
 	var out, errb bytes.Buffer
