@@ -343,9 +343,18 @@ func (c *Cluster) Delete(ctx context.Context, name string) error {
 			}
 		}
 	}
+	// The pull Secret, found by the sandbox's label (deleted one by one:
+	// a user may delete Secrets without being allowed deletecollection).
 	sel := metav1.ListOptions{LabelSelector: LabelSandbox + "=" + vm.Labels[LabelSandbox]}
-	if err := c.res(gvrSecret).DeleteCollection(ctx, opts, sel); err != nil && !apierrors.IsNotFound(err) {
-		errs = append(errs, c.explain(err, "delete the pull Secret of "+name))
+	secrets, err := c.res(gvrSecret).List(ctx, sel)
+	if err != nil {
+		errs = append(errs, c.explain(err, "list the pull Secret of "+name))
+	} else {
+		for _, s := range secrets.Items {
+			if err := c.res(gvrSecret).Delete(ctx, s.GetName(), opts); err != nil && !apierrors.IsNotFound(err) {
+				errs = append(errs, c.explain(err, "delete Secret "+s.GetName()))
+			}
+		}
 	}
 	return errors.Join(errs...)
 }
