@@ -195,4 +195,3 @@ func TestDiskSizeAndLabelValue(t *testing.T) {
 		t.Errorf("label value length %d", len(v))
 	}
 }
-

@@ -8,7 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
-		"path"
+	"path"
 	"strconv"
 	"sync"
 	"time"
