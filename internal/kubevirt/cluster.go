@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -298,8 +299,11 @@ func (c *Cluster) getVM(ctx context.Context, name string) (*kvv1.VirtualMachine,
 }
 
 // Start sets the VM's runStrategy to Always; Stop sets it to Halted, and
-// KubeVirt shuts the guest down (ACPI power button, then after the grace
-// period a kill). Neither waits: poll Get.
+// KubeVirt shuts the guest down: an ACPI power button press, then a kill
+// after the grace period (Options.GracePeriodSeconds). heyvm's guest init
+// does not act on the power button, so a clean stop runs `poweroff` in
+// the guest first (over SSH, as the local stop does) and then calls Stop.
+// Neither waits: see Wait.
 func (c *Cluster) Start(ctx context.Context, name string) error {
 	return c.setRunStrategy(ctx, name, kvv1.RunStrategyAlways)
 }
@@ -361,4 +365,28 @@ func (c *Cluster) Delete(ctx context.Context, name string) error {
 
 func fromUnstructured(u *unstructured.Unstructured, into any) error {
 	return runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, into)
+}
+
+// Wait polls Get every interval until done says the sandbox got where the
+// caller wants, KubeVirt or CDI report a problem that waiting will not fix
+// (returned as the error), or ctx ends. done(s) for a started sandbox is
+// typically s.Phase == "Running"; for a stopped one, s.Phase == "".
+func (c *Cluster) Wait(ctx context.Context, name string, interval time.Duration, done func(*Sandbox) bool) (*Sandbox, error) {
+	for {
+		s, err := c.Get(ctx, name)
+		if err != nil {
+			return nil, err
+		}
+		if done(s) {
+			return s, nil
+		}
+		if s.Problem != nil {
+			return s, s.Problem
+		}
+		select {
+		case <-ctx.Done():
+			return s, fmt.Errorf("sandbox %s is still %s: %w", name, s.State, ctx.Err())
+		case <-time.After(interval):
+		}
+	}
 }

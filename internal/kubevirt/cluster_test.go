@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -370,3 +371,27 @@ current-context: two
 }
 
 func jsonDecode(r *http.Request, v any) { json.NewDecoder(r.Body).Decode(v) }
+
+func TestWaitStopsOnAProblem(t *testing.T) {
+	vm := runningVM(t, func(vm *kvv1.VirtualMachine) {
+		vm.Status.PrintableStatus = kvv1.VirtualMachineStatusErrImagePull
+	})
+	c, _ := fakeCluster(t, vm)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err := c.Wait(ctx, "demo", 10*time.Millisecond, func(s *Sandbox) bool { return s.Phase == "Running" })
+	if !errors.Is(err, ErrImagePull) {
+		t.Fatalf("wait: %v", err)
+	}
+	ok := runningVM(t, nil)
+	c, _ = fakeCluster(t, ok)
+	s, err := c.Wait(ctx, "demo", 10*time.Millisecond, func(s *Sandbox) bool { return s.Running })
+	if err != nil || s.Name != "demo" {
+		t.Fatalf("wait: %+v, %v", s, err)
+	}
+	short, cancel2 := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel2()
+	if _, err := c.Wait(short, "demo", 10*time.Millisecond, func(s *Sandbox) bool { return false }); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("wait past the deadline: %v", err)
+	}
+}
