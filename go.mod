@@ -20,7 +20,7 @@ require (
 	k8s.io/api v0.37.2
 	k8s.io/apimachinery v0.37.2
 	k8s.io/client-go v0.37.2
-	kubevirt.io/api v1.9.0
+	kubevirt.io/api v1.8.4
 	kubevirt.io/containerized-data-importer-api v1.64.0
 )
 

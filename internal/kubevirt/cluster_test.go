@@ -286,7 +286,7 @@ func TestErrorsAreOneLineWithAFix(t *testing.T) {
 	// No KubeVirt: the resource itself is unknown.
 	c = apiServer(t, nil)
 	_, err = c.List(ctx)
-	check(err, ErrNoKubeVirt, "install KubeVirt v1.9.0")
+	check(err, ErrNoKubeVirt, "install KubeVirt "+TargetKubeVirt)
 	check(c.Check(ctx, true), ErrNoKubeVirt)
 	_, err = c.Get(ctx, "demo")
 	check(err, ErrNoKubeVirt)

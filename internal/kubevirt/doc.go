@@ -23,12 +23,18 @@
 // Types come from kubevirt.io/api and kubevirt.io/containerized-data-importer-api;
 // the client is k8s.io/client-go's dynamic client, so the user's kubeconfig
 // and its auth plugins work as they do for kubectl. Targeted: KubeVirt
-// v1.9.0 and CDI v1.64 (see TargetKubeVirt and TargetCDI).
+// v1.8.4 and CDI v1.64.0 (see TargetKubeVirt and TargetCDI): the module
+// pins kubevirt.io/api v1.8.4 and containerized-data-importer-api v1.64.0,
+// and the conformance module (internal/kubevirt/conformance) runs the
+// generated objects through kubevirt.io/kubevirt v1.8.4's CRD schemas and
+// admission code and CDI's DataVolume CRD schema.
 package kubevirt
 
 // TargetKubeVirt and TargetCDI are the versions this package's objects are
-// checked against (CRD structural schemas and KubeVirt's admission code).
+// checked against (CRD structural schemas and KubeVirt's admission code);
+// later releases of the kubevirt.io/v1 and cdi.kubevirt.io/v1beta1 APIs
+// accept them too.
 const (
-	TargetKubeVirt = "v1.9.0"
+	TargetKubeVirt = "v1.8.4"
 	TargetCDI      = "v1.64.0"
 )
