@@ -11,6 +11,8 @@ import (
 	kjson "k8s.io/apimachinery/pkg/runtime/serializer/json"
 	kvv1 "kubevirt.io/api/core/v1"
 	cdiv1 "kubevirt.io/containerized-data-importer-api/pkg/apis/core/v1beta1"
+
+	"github.com/heyvm/heyvm/internal/kubevirt/containerdisk"
 )
 
 func testOptions() Options {
@@ -193,5 +195,14 @@ func TestDiskSizeAndLabelValue(t *testing.T) {
 	}
 	if v := LabelValue(strings.Repeat("a", 70) + ":"); len(v) != 63 {
 		t.Errorf("label value length %d", len(v))
+	}
+}
+
+// The VM looks for the files where containerdisk puts them.
+func TestPathsMatchTheContainerDisk(t *testing.T) {
+	for vm, img := range map[string]string{KernelPath: containerdisk.KernelPath, InitrdPath: containerdisk.InitrdPath, DiskPath: containerdisk.DiskPath} {
+		if vm != "/"+img {
+			t.Errorf("the VM uses %s, the image has /%s", vm, img)
+		}
 	}
 }
