@@ -75,6 +75,13 @@ func (t tlsOnly) RoundTrip(req *http.Request) (*http.Response, error) {
 	return t.base.RoundTrip(req)
 }
 
+// RemoteOptions are the go-containerregistry options heyvm talks to a
+// registry with (credentials, the TLS rule, concurrency, user agent), for
+// packages that push other kinds of images (the KubeVirt containerDisk).
+func (r Registry) RemoteOptions(ctx context.Context, extra ...remote.Option) []remote.Option {
+	return r.options(ctx, extra...)
+}
+
 func (r Registry) options(ctx context.Context, extra ...remote.Option) []remote.Option {
 	base := r.Transport
 	if base == nil {
