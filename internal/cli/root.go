@@ -48,6 +48,8 @@ func NewRoot(ios IO) *cobra.Command {
 	root.AddCommand(newImagesCmd(ios))
 	addSandboxCommands(root, ios)
 	addVersion(root, ios)
+	addContextSupport(root, ios)
+	root.AddCommand(newSignalCmd())
 	addCompletions(root)
 	return root
 }
@@ -56,11 +58,21 @@ func NewRoot(ios IO) *cobra.Command {
 // as one line prefixed with "heyvm: ".
 func Main(ctx context.Context, args []string) int {
 	ios := IO{In: os.Stdin, Out: os.Stdout, ErrOut: os.Stderr}
+	ctx, endCall, err := remoteCall(ctx)
+	defer endCall()
+	if err != nil {
+		fmt.Fprintf(ios.ErrOut, "heyvm: %v\n", err)
+		return 3
+	}
 	root := NewRoot(ios)
 	root.SetArgs(args)
-	err := root.ExecuteContext(ctx)
+	err = root.ExecuteContext(context.WithValue(ctx, argsKey{}, args))
 	if err == nil {
 		return 0
+	}
+	var elsewhere errRanElsewhere
+	if errors.As(err, &elsewhere) {
+		return elsewhere.code
 	}
 	var ee ExitError
 	if errors.As(err, &ee) {

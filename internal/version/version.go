@@ -119,3 +119,14 @@ func (in Info) Text() string {
 	fmt.Fprintf(&b, "os/arch: %s/%s\n", in.OS, in.Arch)
 	return b.String()
 }
+
+// Key identifies a build for a remote heyvm to check its caller against:
+// the version and the commit. Two builds with the same key speak the same
+// command line.
+func (in Info) Key() string {
+	k := in.Version
+	if in.Commit != "" {
+		k += "@" + in.Commit
+	}
+	return k
+}
