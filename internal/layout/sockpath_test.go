@@ -105,3 +105,19 @@ func TestSocketPathListens(t *testing.T) {
 	}
 	l.Close()
 }
+
+// The sandbox's socket accessors go through SocketPath: the usual layout
+// is unchanged, and a sandbox too deep gets stand-ins that fit.
+func TestSandboxSocketsFit(t *testing.T) {
+	sb := Root{Dir: "/home/u/.heyo"}.Sandbox("0123456789ab")
+	if sb.ControlSock() != "/home/u/.heyo/sandboxes/0123456789ab/control.sock" || sb.SSHSock() != "/home/u/.heyo/sandboxes/0123456789ab/ssh.sock" ||
+		sb.ConsoleSock() != "/home/u/.heyo/sandboxes/0123456789ab/console.sock" {
+		t.Fatalf("%s %s %s", sb.ControlSock(), sb.SSHSock(), sb.ConsoleSock())
+	}
+	deep := Root{Dir: "/home/u/" + strings.Repeat("x", 100)}.Sandbox("0123456789ab")
+	for _, p := range []string{deep.ControlSock(), deep.SSHSock(), deep.ConsoleSock()} {
+		if !SocketPathFits(p, runtime.GOOS) || strings.HasPrefix(p, deep.Dir) {
+			t.Errorf("%s", p)
+		}
+	}
+}
