@@ -130,6 +130,7 @@ func (u Unit) Content() ([]byte, error) {
 			ProgramArguments:     []string{u.Binary, "autostart", "run"},
 			EnvironmentVariables: map[string]string{"HEYO_HOME": u.Home},
 			RunAtLoad:            true,
+			ProcessType:          launchdProcessType,
 			StandardOutPath:      filepath.Join(u.Home, "autostart.log"),
 			StandardErrorPath:    filepath.Join(u.Home, "autostart.log"),
 		}, plist.XMLFormat, "\t")
@@ -142,12 +143,24 @@ func (u Unit) Content() ([]byte, error) {
 	return b.Bytes(), err
 }
 
+// launchdProcessType is the LaunchAgent's ProcessType. launchd applies
+// resource limits by it, and what the job starts runs under them too: the
+// sandboxes' owners, and so their VMs, which are the developer's
+// interactive environments. Background would throttle them as work "not
+// directly requested by the user"; Standard (the same as no ProcessType)
+// still applies light CPU and I/O throttling; Adaptive follows XPC
+// activity, which heyvm has none of. Interactive runs with the limits of
+// an app, that is none, as a VM the user types into needs; the job itself
+// exits once the owners are started, so it costs nothing while idle.
+const launchdProcessType = "Interactive"
+
 // launchAgent is the property list launchd reads.
 type launchAgent struct {
 	Label                string            `plist:"Label"`
 	ProgramArguments     []string          `plist:"ProgramArguments"`
 	EnvironmentVariables map[string]string `plist:"EnvironmentVariables"`
 	RunAtLoad            bool              `plist:"RunAtLoad"`
+	ProcessType          string            `plist:"ProcessType"`
 	StandardOutPath      string            `plist:"StandardOutPath"`
 	StandardErrorPath    string            `plist:"StandardErrorPath"`
 }

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"howett.net/plist"
+
 	"github.com/heyvm/heyvm/internal/layout"
 )
 
@@ -91,12 +93,18 @@ func TestLaunchAgentParses(t *testing.T) {
 	if !strings.Contains(string(b), "<!DOCTYPE plist") || !strings.Contains(string(b), "<key>HEYO_HOME</key>") {
 		t.Fatalf("plist text:\n%s", b)
 	}
+	// ProcessType is Interactive: the sandboxes' VMs, started by the job,
+	// run under its resource class and must not be throttled.
+	var la launchAgent
+	if _, err := plist.Unmarshal(b, &la); err != nil || la.ProcessType != "Interactive" {
+		t.Fatalf("ProcessType %q (%v)", la.ProcessType, err)
+	}
 	// Python's plistlib, an independent reader, where it is installed.
 	if py, err := exec.LookPath("python3"); err == nil {
 		p := filepath.Join(t.TempDir(), "a.plist")
 		os.WriteFile(p, b, 0o644)
-		out, err := exec.Command(py, "-c", "import plistlib,sys; d=plistlib.load(open(sys.argv[1],'rb')); print(' '.join(d['ProgramArguments']), d['RunAtLoad'])", p).CombinedOutput()
-		if err != nil || strings.TrimSpace(string(out)) != "/usr/local/bin/heyvm autostart run True" {
+		out, err := exec.Command(py, "-c", "import plistlib,sys; d=plistlib.load(open(sys.argv[1],'rb')); print(' '.join(d['ProgramArguments']), d['RunAtLoad'], d['ProcessType'])", p).CombinedOutput()
+		if err != nil || strings.TrimSpace(string(out)) != "/usr/local/bin/heyvm autostart run True Interactive" {
 			t.Fatalf("plistlib: %v %s", err, out)
 		}
 	}

@@ -3,15 +3,16 @@
 package diskclone
 
 import (
-	"io"
 	"os"
 
 	"golang.org/x/sys/unix"
 )
 
 // cloneFile uses APFS clonefile(2), which makes the copy instant and
-// shares blocks until either side writes. Off APFS it falls back to a
-// plain copy.
+// shares blocks until either side writes. Off APFS (HFS+, exFAT, a
+// network volume) it falls back to a sparse copy: only the data extents
+// (SEEK_DATA/SEEK_HOLE), and within them no all-zero block, so holes stay
+// holes where the file system has them.
 func cloneFile(src, dst string) (Method, error) {
 	if err := unix.Clonefile(src, dst, unix.CLONE_NOFOLLOW); err == nil {
 		return Clonefile, os.Chmod(dst, 0o600)
@@ -26,8 +27,17 @@ func cloneFile(src, dst string) (Method, error) {
 		return "", err
 	}
 	defer out.Close()
-	if _, err := io.Copy(out, in); err != nil {
+	if err := sparseCopy(in, out); err != nil {
 		return "", err
 	}
+	// No fsync, as on Linux: the VM writes this file through the host's
+	// cache either way (see clone_linux.go).
 	return SparseCopy, out.Close()
+}
+
+// copyRange copies n bytes at off in in to woff in out. macOS has no
+// copy_file_range: the bytes pass through here, and all-zero blocks are
+// left out.
+func copyRange(in, out *os.File, off, woff, n int64) error {
+	return copySkippingZeros(in, out, off, woff, n)
 }

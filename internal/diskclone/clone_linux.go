@@ -4,7 +4,6 @@ package diskclone
 
 import (
 	"errors"
-	"fmt"
 	"io"
 	"os"
 
@@ -33,49 +32,6 @@ func cloneFile(src, dst string) (Method, error) {
 	// either way, and a sync here would double the time of create. The
 	// sandbox's metadata is still written atomically and synced.
 	return SparseCopy, out.Close()
-}
-
-// sparseCopy copies only the data extents of in; holes stay holes.
-func sparseCopy(in, out *os.File) error {
-	fi, err := in.Stat()
-	if err != nil {
-		return err
-	}
-	size := fi.Size()
-	if err := out.Truncate(size); err != nil {
-		return err
-	}
-	return CopyData(in, 0, size, out, 0)
-}
-
-// CopyData copies the data extents of in's [off, off+n) to out at outOff
-// onward: what is a hole in in is not written, so it stays a hole in a
-// new out. out must be large enough already.
-func CopyData(in *os.File, off, n int64, out *os.File, outOff int64) error {
-	inFd := int(in.Fd())
-	start, end := off, off+n
-	for off < end {
-		data, err := unix.Seek(inFd, off, unix.SEEK_DATA)
-		if errors.Is(err, unix.ENXIO) {
-			break // only a hole remains
-		}
-		if err != nil {
-			return fmt.Errorf("seek data: %w", err)
-		}
-		if data >= end {
-			break
-		}
-		hole, err := unix.Seek(inFd, data, unix.SEEK_HOLE)
-		if err != nil {
-			return fmt.Errorf("seek hole: %w", err)
-		}
-		hole = min(hole, end)
-		if err := copyRange(in, out, data, outOff+data-start, hole-data); err != nil {
-			return err
-		}
-		off = hole
-	}
-	return nil
 }
 
 // copyRange copies n bytes at off in in to woff in out, in the kernel

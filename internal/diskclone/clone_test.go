@@ -25,7 +25,7 @@ func TestCloneSparseAndGrow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m != Reflink && m != SparseCopy {
+	if m != Reflink && m != Clonefile && m != SparseCopy {
 		t.Fatalf("method %s", m)
 	}
 	fi, _ := os.Stat(dst)

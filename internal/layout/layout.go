@@ -205,11 +205,13 @@ func (s Sandbox) StartLock() string   { return filepath.Join(s.Dir, "start.lock"
 func (s Sandbox) OwnerState() string  { return filepath.Join(s.Dir, "owner.json") }
 func (s Sandbox) OwnerLog() string    { return filepath.Join(s.Dir, "owner.log") }
 func (s Sandbox) ConsoleLog() string  { return filepath.Join(s.Dir, "console.log") }
-func (s Sandbox) ConsoleSock() string { return filepath.Join(s.Dir, "console.sock") }
-func (s Sandbox) ControlSock() string { return filepath.Join(s.Dir, "control.sock") }
+func (s Sandbox) ConsoleSock() string { return SocketPath(filepath.Join(s.Dir, "console.sock")) }
+func (s Sandbox) ControlSock() string { return SocketPath(filepath.Join(s.Dir, "control.sock")) }
 
 // SSHSock is the owner's shared SSH connection to the guest (sshmux).
-func (s Sandbox) SSHSock() string  { return filepath.Join(s.Dir, "ssh.sock") }
+// The sockets are where SocketPath puts them: in the sandbox directory
+// where the path fits sun_path, else in /tmp/heyvm-<uid>/.
+func (s Sandbox) SSHSock() string  { return SocketPath(filepath.Join(s.Dir, "ssh.sock")) }
 func (s Sandbox) LastStop() string { return filepath.Join(s.Dir, "last_stop.json") }
 
 // SuspendState is the whole saved VM of a suspended sandbox (memory and

@@ -4,5 +4,25 @@
 // other build registers the backend as unavailable, with the reason.
 package applevirt
 
+import "errors"
+
 // Name is the backend's registry name.
 const Name = "apple_virt"
+
+// SSHVsockPort is the virtio-vsock port the guest's sshd answers on (a
+// listener in the guest that runs `sshd -i` for each connection). The
+// owner reaches sshd through it, never through the guest's NAT address:
+// macOS 15's Local Network Privacy blocks connections to 192.168.64.x
+// from processes whose responsible app is not a terminal (VS Code's
+// terminal, LaunchAgents), and a vsock stream is not a network
+// connection at all.
+const SSHVsockPort = 22
+
+// errNoWarmStart is why apple_virt sandboxes never start from a ready
+// snapshot (one saved VM restored into many sandboxes).
+var errNoWarmStart = errors.New("warm start is off on apple_virt: Virtualization.framework restores a saved VM only with the MAC address and machine identifier it was saved with, so every sandbox restored from one snapshot would share one MAC and one IP address on VZ's NAT; sandboxes boot cold instead (a few seconds under VZ)")
+
+// canWarmStart is CanWarmStart for every build of the backend. A sandbox
+// still suspends and resumes its own saved state (the same MAC and
+// machine identifier); only restoring one template into many is off.
+func canWarmStart() error { return errNoWarmStart }

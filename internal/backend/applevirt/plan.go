@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"strconv"
 	"strings"
 
 	"github.com/heyvm/heyvm/internal/backend"
@@ -32,9 +31,20 @@ type Plan struct {
 	// MachineIdentifierPath holds the VZ generic machine identifier,
 	// created on first boot and reused after.
 	MachineIdentifierPath string
-	Entropy               bool
-	Balloon               bool
+	// Vsock adds the virtio socket device (VZVirtioSocketDeviceConfiguration)
+	// the owner reaches the guest's sshd through (SSHVsockPort). Always set.
+	Vsock bool
 }
+
+// The device set is one for boot, save and restore, since a restore needs
+// the configuration the state was saved with: console (a virtio console
+// serial port), disk, NAT network, the virtio socket device, and the
+// shares (a VM with shares is never saved). Left out: the entropy device
+// (Tart drops it from every VM it may suspend; the guest kernel seeds its
+// RNG itself, and heyvm's restore step reseeds it from the host) and the
+// memory balloon (no evidence that VZ saves one, Tart leaves it out of
+// suspendable VMs, and heyvm never set a target on it, so it did
+// nothing).
 
 // DiskPlan is the root disk. Cached caching with fsync synchronisation:
 // lima saw guest file system corruption on Apple silicon with the
@@ -81,7 +91,7 @@ func BuildPlan(spec backend.Spec, kernel string) (*Plan, error) {
 		Kernel: kernel, Initrd: spec.Initrd, Cmdline: spec.Cmdline,
 		CPUs: uint(spec.CPUs), MemoryBytes: uint64(spec.MemoryMiB) << 20,
 		Disk: DiskPlan{Path: spec.Disk, Cached: true, SyncFsync: true},
-		MAC:  mac, Entropy: true, Balloon: true,
+		MAC:  mac, Vsock: true,
 		MachineIdentifierPath: spec.MachineIdentifier,
 	}
 	for _, m := range spec.Mounts {
@@ -93,6 +103,9 @@ func BuildPlan(spec backend.Spec, kernel string) (*Plan, error) {
 // checkSpec refuses what the backend cannot do, before anything is made.
 // (Ports are forwarded by the owner over SSH on every backend.)
 func checkSpec(spec backend.Spec) error {
+	if err := checkRestoreSource(spec); err != nil {
+		return err
+	}
 	if spec.HostLoopback {
 		return errors.New("--host-loopback is not available on apple_virt: Virtualization.framework's NAT never routes a guest to the Mac's 127.0.0.1; listen on another address, or forward the guest's ports to the host instead")
 	}
@@ -183,9 +196,9 @@ const MinMacOSMajor = 13
 
 // CheckMacOSVersion checks a product version such as "13.4.1".
 func CheckMacOSVersion(product string) error {
-	major, err := strconv.Atoi(strings.SplitN(strings.TrimSpace(product), ".", 2)[0])
+	major, err := macOSMajor(product)
 	if err != nil {
-		return fmt.Errorf("cannot read the macOS version %q", product)
+		return err
 	}
 	if major < MinMacOSMajor {
 		return fmt.Errorf("macOS %s is too old: the apple_virt backend needs macOS %d or newer", product, MinMacOSMajor)

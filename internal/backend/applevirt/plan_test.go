@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -64,9 +65,25 @@ func TestBuildPlan(t *testing.T) {
 		t.Fatal(err)
 	}
 	if p.MemoryBytes != 1<<30 || p.CPUs != 2 || !p.Disk.Cached || !p.Disk.SyncFsync || p.MAC.String() != "02:11:22:33:44:55" ||
-		len(p.Shares) != 1 || !p.Shares[0].ReadOnly || p.MachineIdentifierPath != "/d/vz-machine-identifier" || !p.Entropy || !p.Balloon {
+		len(p.Shares) != 1 || !p.Shares[0].ReadOnly || p.MachineIdentifierPath != "/d/vz-machine-identifier" || !p.Vsock {
 		t.Fatalf("%+v", p)
 	}
+	// One device set for boot, save and restore: restoring the sandbox's
+	// own state plans the very same VM.
+	spec.Mounts = nil
+	boot, err := BuildPlan(spec, "/k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec.RestoreFrom = "/d/suspend.state"
+	restore, err := BuildPlan(spec, "/k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(boot, restore) {
+		t.Fatalf("boot and restore plans differ:\n%+v\n%+v", boot, restore)
+	}
+	spec.RestoreFrom = ""
 	for _, mod := range []func(*backend.Spec){
 		func(s *backend.Spec) { s.Arch = "amd64" },
 		func(s *backend.Spec) { s.MemoryMiB = 64 },

@@ -40,3 +40,6 @@ func unavailableReason(goos, goarch string) string {
 		return "this heyvm binary was built without cgo: build it with `make`"
 	}
 }
+
+// CanWarmStart: never on apple_virt (see errNoWarmStart).
+func (unavailable) CanWarmStart() error { return canWarmStart() }

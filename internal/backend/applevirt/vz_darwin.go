@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 
 	"github.com/Code-Hex/vz/v3"
@@ -26,6 +27,13 @@ type Backend struct{}
 
 func (Backend) Name() string { return Name }
 
+// CanWarmStart says why apple_virt sandboxes never start from a ready
+// snapshot: they boot cold (see errNoWarmStart).
+func (Backend) CanWarmStart() error { return canWarmStart() }
+
+// productVersion is this Mac's macOS version, such as "14.2.1".
+func productVersion() (string, error) { return unix.Sysctl("kern.osproductversion") }
+
 // HypervisorBuild is the macOS build: Virtualization.framework comes with it.
 func (Backend) HypervisorBuild(string) string {
 	v, err := unix.Sysctl("kern.osversion")
@@ -36,7 +44,7 @@ func (Backend) HypervisorBuild(string) string {
 }
 
 func (Backend) Available() error {
-	v, err := unix.Sysctl("kern.osproductversion")
+	v, err := productVersion()
 	if err != nil {
 		return fmt.Errorf("cannot read the macOS version: %w", err)
 	}
@@ -94,17 +102,31 @@ func (b Backend) Start(ctx context.Context, spec backend.Spec) (backend.Machine,
 			m.close()
 			return nil, fmt.Errorf("%w: Virtualization.framework cannot add shared folders to a restored VM", backend.ErrRestoreUnsupported)
 		}
+		// The macOS version before any save/restore call: below macOS 14
+		// they abort the process (see CheckSaveRestoreOS).
 		if err := saveRestoreSupported(cfg); err != nil {
 			m.close()
-			return nil, err
+			return nil, fmt.Errorf("%w: %v", backend.ErrRestoreUnsupported, err)
 		}
 		if err := vm.RestoreMachineStateFromURL(spec.RestoreFrom); err != nil {
 			m.close()
-			return nil, fmt.Errorf("restore the saved VM: %w", err)
+			// Saved by another macOS, or with another device set (heyvm
+			// before the vsock device): the state, not the sandbox, is at
+			// fault, and a cold start is the way on.
+			return nil, backend.SavedStateError(fmt.Errorf("restore the saved VM: %w", err))
 		}
-	} else if err := vm.Start(); err != nil {
-		m.close()
-		return nil, EntitlementHint(fmt.Errorf("start the VM: %w", err))
+	} else {
+		// Said at boot (macOS 14 on, no shares), so a device VZ cannot
+		// save shows on the first run on a Mac, not at the first suspend.
+		if v, err := productVersion(); err == nil && CheckSaveRestoreOS(v) == nil && len(spec.Mounts) == 0 && spec.Log != nil {
+			if err := saveRestoreSupported(cfg); err != nil {
+				fmt.Fprintf(spec.Log, "apple_virt: this VM cannot be suspended: %v\n", err)
+			}
+		}
+		if err := vm.Start(); err != nil {
+			m.close()
+			return nil, EntitlementHint(fmt.Errorf("start the VM: %w", err))
+		}
 	}
 	go m.watch()
 	go func() {
@@ -209,19 +231,13 @@ func configure(p *Plan, consoleIn, consoleOut *os.File) (*vz.VirtualMachineConfi
 	}
 	cfg.SetDirectorySharingDevicesVirtualMachineConfiguration(shares)
 
-	if p.Entropy {
-		rng, err := vz.NewVirtioEntropyDeviceConfiguration()
+	// No entropy device and no memory balloon: see Plan.
+	if p.Vsock {
+		sock, err := vz.NewVirtioSocketDeviceConfiguration()
 		if err != nil {
 			return nil, err
 		}
-		cfg.SetEntropyDevicesVirtualMachineConfiguration([]*vz.VirtioEntropyDeviceConfiguration{rng})
-	}
-	if p.Balloon {
-		balloon, err := vz.NewVirtioTraditionalMemoryBalloonDeviceConfiguration()
-		if err != nil {
-			return nil, err
-		}
-		cfg.SetMemoryBalloonDevicesVirtualMachineConfiguration([]vz.MemoryBalloonDeviceConfiguration{balloon})
+		cfg.SetSocketDevicesVirtualMachineConfiguration([]vz.SocketDeviceConfiguration{sock})
 	}
 	if ok, err := cfg.Validate(); !ok || err != nil {
 		if err == nil {
@@ -241,6 +257,7 @@ type machine struct {
 
 	mu     sync.Mutex
 	err    error
+	vsock  *vz.VirtioSocketDevice // the VM's socket device, once looked up
 	done   chan struct{}
 	events chan backend.Event
 	once   sync.Once
@@ -293,17 +310,12 @@ func (m *machine) Resume(context.Context) error {
 	return m.vm.Resume()
 }
 
-// saveRestoreSupported says whether VZ can save and restore this VM
-// (macOS 14 and newer, and a configuration it supports).
+// saveRestoreSupported says whether VZ can save and restore this VM: the
+// macOS version first, and only from macOS 14 on the framework's
+// ValidateSaveRestoreSupport, which in vz v3.7.1 has no version check of
+// its own and aborts the process below macOS 14 (an NSException).
 func saveRestoreSupported(cfg *vz.VirtualMachineConfiguration) error {
-	ok, err := cfg.ValidateSaveRestoreSupport()
-	if err != nil {
-		return fmt.Errorf("suspending a VM needs macOS 14 or newer on apple_virt: %w", err)
-	}
-	if !ok {
-		return errors.New("Virtualization.framework cannot save this VM's configuration")
-	}
-	return nil
+	return checkSaveRestore(productVersion, cfg.ValidateSaveRestoreSupport)
 }
 
 // Save pauses the VM and writes its state with VZ's own save (macOS 14+).
@@ -344,7 +356,7 @@ func (m *machine) Save(ctx context.Context, path string) error {
 // Hypervisor is Virtualization.framework with the macOS version, which
 // is what a saved state is tied to.
 func (m *machine) Hypervisor() string {
-	v, err := unix.Sysctl("kern.osproductversion")
+	v, err := productVersion()
 	if err != nil {
 		v = "unknown"
 	}
@@ -355,13 +367,45 @@ func (m *machine) Console() io.ReadWriter { return m.console }
 func (m *machine) Accelerator() string    { return "vz" }
 func (m *machine) Done() <-chan struct{}  { return m.done }
 
-// SSHAddress: VZ NAT gives the guest its own address; sshd listens on 22.
-func (m *machine) SSHAddress(guestIP string) (string, int) { return guestIP, 22 }
+// SSHAddress: none. The guest's sshd is reached over virtio-vsock
+// (DialSSH), and no host process connects to its NAT address: macOS 15's
+// Local Network Privacy would block that for processes whose responsible
+// app is not a terminal.
+func (m *machine) SSHAddress(string) (string, int) { return "", 0 }
 
-// DialSSH connects to the guest's sshd at its NAT address.
-func (m *machine) DialSSH(ctx context.Context, guestIP string) (net.Conn, error) {
-	var d net.Dialer
-	return d.DialContext(ctx, "tcp", net.JoinHostPort(guestIP, "22"))
+// DialSSH opens a stream to the guest's sshd on vsock port SSHVsockPort,
+// through the VM's socket device. vz runs the connect on the VM's
+// dispatch queue (VZVirtioSocketDevice_connectToPort dispatch_asyncs onto
+// it) and hands back the framework's file descriptor as a net.Conn. The
+// connect may never be answered: it ends when ctx ends.
+func (m *machine) DialSSH(ctx context.Context, _ string) (net.Conn, error) {
+	dev, err := m.socketDevice()
+	if err != nil {
+		return nil, err
+	}
+	return dialContext(ctx, m.done, func() (net.Conn, error) {
+		c, err := dev.Connect(SSHVsockPort)
+		if err != nil {
+			// Never a typed nil in the interface.
+			return nil, fmt.Errorf("connect to the guest's sshd on vsock port %d: %w", SSHVsockPort, err)
+		}
+		return c, nil
+	})
+}
+
+// socketDevice is the VM's virtio socket device, looked up once. The list
+// is the configuration's, fixed when the VM is made.
+func (m *machine) socketDevice() (*vz.VirtioSocketDevice, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.vsock == nil {
+		devs := m.vm.SocketDevices()
+		if len(devs) == 0 {
+			return nil, errors.New("the VM has no virtio socket device to reach its sshd through")
+		}
+		m.vsock = devs[0]
+	}
+	return m.vsock, nil
 }
 
 func (m *machine) Err() error {
@@ -370,19 +414,47 @@ func (m *machine) Err() error {
 	return m.err
 }
 
-func (m *machine) RequestStop(context.Context) error {
-	if !m.vm.CanRequestStop() {
-		return errors.New("the VM cannot take a stop request now")
+// RequestStop asks the guest to power off, giving up when ctx ends (the
+// framework's calls wait on the VM's queue).
+func (m *machine) RequestStop(ctx context.Context) error {
+	errc := make(chan error, 1)
+	go func() {
+		if !m.vm.CanRequestStop() {
+			errc <- errors.New("the VM cannot take a stop request now")
+			return
+		}
+		_, err := m.vm.RequestStop()
+		errc <- err
+	}()
+	select {
+	case err := <-errc:
+		return err
+	case <-m.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
-	_, err := m.vm.RequestStop()
-	return err
 }
 
+// Kill stops the VM at once, within killLimit. While it is starting,
+// saving or restoring the framework refuses (CanStop is false), so Kill
+// tries again every killRetry. If the VM still has not stopped, Kill ends
+// the machine anyway, so Done closes and no caller waits for ever, and
+// says so: the VM then ends when this process exits (a VZ VM cannot
+// outlive the process that made it).
 func (m *machine) Kill() error {
-	if m.vm.CanStop() {
-		return m.vm.Stop()
+	err := forceStop(m.done, func() (bool, error) {
+		if !m.vm.CanStop() {
+			return false, nil
+		}
+		return true, m.vm.Stop()
+	}, killRetry, killLimit)
+	if err != nil {
+		state := strings.ToLower(strings.TrimPrefix(m.vm.State().String(), "VirtualMachineState"))
+		err = fmt.Errorf("%v (state: %s); the VM ends when this heyvm process exits", err, state)
+		m.finish(err)
 	}
-	return nil
+	return err
 }
 
 type pipeConsole struct {
