@@ -19,7 +19,7 @@ func addVersion(root *cobra.Command, ios IO) {
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use: "version", Short: "Show heyvm's version, commit, build date, Go version and OS/arch", Args: cobra.NoArgs,
-		Annotations: map[string]string{annLocal: "yes"},
+		Annotations:       map[string]string{annLocal: "yes"},
 		ValidArgsFunction: cobra.NoFileCompletions,
 		RunE: func(c *cobra.Command, _ []string) error {
 			if asJSON {
