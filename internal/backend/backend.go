@@ -173,6 +173,29 @@ type Backend interface {
 	HypervisorBuild(arch string) string
 }
 
+// WarmStarter is a backend that may refuse warm starts: restoring one
+// saved machine into many sandboxes (internal/warm).
+type WarmStarter interface {
+	// CanWarmStart says, in one line, why this backend cannot; nil if it
+	// can.
+	CanWarmStart() error
+}
+
+// CanWarmStart says whether backend b can start sandboxes warm.
+func CanWarmStart(b Backend) error {
+	if w, ok := b.(WarmStarter); ok {
+		return w.CanWarmStart()
+	}
+	return nil
+}
+
+// DHCPHinter is a backend whose guests lease their address from a DHCP
+// server of the host's that can run out: DHCPHint says what to do when a
+// guest got none.
+type DHCPHinter interface {
+	DHCPHint() string
+}
+
 var registry = map[string]Backend{}
 
 // Register adds a backend. Backend packages call it from init.

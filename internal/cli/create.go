@@ -262,7 +262,7 @@ func createSandbox(ctx context.Context, ios IO, e env, o *CreateOptions) (*sandb
 		Name: o.Name, Image: im.Name, Backend: b.Name(), Arch: im.Meta.Arch,
 		CPUs: o.CPUs, MemoryMiB: o.MemoryMiB, DiskSizeMiB: int(diskSize >> 20),
 		Env: o.Env, Mounts: o.Mounts, Ports: o.Ports, TTL: sandbox.Duration(o.TTL),
-		MAC: sandbox.NewMAC(), Workspace: o.Workspace, Autostart: o.Autostart, AutoPorts: o.AutoPorts,
+		Workspace: o.Workspace, Autostart: o.Autostart, AutoPorts: o.AutoPorts,
 		HostLoopback: o.HostLoopback, Role: o.Role, IdleStop: sandbox.Duration(o.IdleStop),
 	}
 	// A ready snapshot of this image and shape: the sandbox's disk is
@@ -270,7 +270,7 @@ func createSandbox(ctx context.Context, ios IO, e env, o *CreateOptions) (*sandb
 	// its first start restores the snapshot's VM. Shares are not in a
 	// snapshot's machine: the owner adds them.
 	var snap *warm.Snapshot
-	if !o.Cold {
+	if !o.Cold && backend.CanWarmStart(b) == nil {
 		if snap = warm.Find(e.root, b.Name(), b.HypervisorBuild(im.Meta.Arch), im, warm.ShapeOf(cfg)); snap != nil {
 			cfg.WarmFrom = snap.Files.Dir
 		}

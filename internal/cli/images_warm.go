@@ -72,6 +72,9 @@ func RunImagesWarm(ctx context.Context, ios IO, o *WarmOptions) error {
 	if why := im.Meta.WhyCold(); why != "" {
 		return fmt.Errorf("image %s cannot start warm: %s", im.Name, why)
 	}
+	if err := backend.CanWarmStart(b); err != nil {
+		return err
+	}
 	shape := warm.Shape{Arch: im.Meta.Arch, CPUs: o.CPUs, MemoryMiB: o.MemoryMiB, HostLoopback: o.HostLoopback}
 	if snap := warm.Find(e.root, b.Name(), b.HypervisorBuild(im.Meta.Arch), im, shape); snap != nil {
 		fmt.Fprintf(ios.Out, "image %s already has a ready snapshot for %s (made %s)\n", im.Name, shape.Key(), snap.Meta.Created.Local().Format(time.DateTime))
@@ -92,6 +95,9 @@ func RunImagesWarm(ctx context.Context, ios IO, o *WarmOptions) error {
 // boot next time.
 func warmInBackground(e env, backendName string, im *image.Image, shape warm.Shape) {
 	if os.Getenv(EnvAutoWarm) == "0" || im.Meta.ColdOnly {
+		return
+	}
+	if b, err := backend.Get(backendName); err != nil || backend.CanWarmStart(b) != nil {
 		return
 	}
 	exe, err := os.Executable()

@@ -248,6 +248,9 @@ func Boot(ctx context.Context, o BootOptions) (*Session, error) {
 		fmt.Fprintf(logw, "owner: guest ready after %s (guest uptime %ss)\n", time.Since(started).Round(time.Millisecond), uptime)
 		var hostKey string
 		ip, hostKey, err = provision(bctx, s.console, pubLine)
+		if h, ok := b.(backend.DHCPHinter); ok && errors.Is(err, ErrNoAddress) {
+			err = fmt.Errorf("the guest got no IPv4 address: %s", h.DHCPHint())
+		}
 		if err != nil {
 			return fail(s.bootError(bctx, "provisioning over the console", err))
 		}
@@ -268,6 +271,17 @@ func Boot(ctx context.Context, o BootOptions) (*Session, error) {
 	guest, err := s.checkSSH(bctx, then)
 	if err != nil {
 		return fail(s.bootError(bctx, "checking SSH", err))
+	}
+	if saved != nil {
+		// A lease may have run out while the VM was saved, and its old
+		// address belong to another VM by now: renew it, and take the
+		// address the guest has after that.
+		if now, err := renewLease(bctx, guest); err != nil {
+			fmt.Fprintf(logw, "owner: renewing the resumed guest's lease: %v\n", err)
+		} else if now != ip {
+			fmt.Fprintf(logw, "owner: the resumed guest's address is %s (it was %s when saved)\n", now, ip)
+			ip = now
+		}
 	}
 	fmt.Fprintf(logw, "owner: ssh ready at %s:%d after %s\n", host, port, time.Since(started).Round(time.Millisecond))
 	// That connection stays up, shared on ssh.sock with every heyvm
@@ -399,6 +413,9 @@ func runProvision(ctx context.Context, d *console.Driver, script string) (ip, ho
 	return ParseProvisionOutput(out)
 }
 
+// ErrNoAddress: the guest got no IPv4 address on its uplink.
+var ErrNoAddress = errors.New("the guest has no IPv4 address on eth0 (DHCP failed?)")
+
 // ParseProvisionOutput extracts the IP and host key lines.
 func ParseProvisionOutput(out string) (ip, hostKey string, err error) {
 	for _, l := range strings.Split(out, "\n") {
@@ -413,7 +430,7 @@ func ParseProvisionOutput(out string) (ip, hostKey string, err error) {
 		}
 	}
 	if ip == "" {
-		return "", "", fmt.Errorf("the guest has no IPv4 address on eth0 (DHCP failed?): %q", out)
+		return "", "", fmt.Errorf("%w: %q", ErrNoAddress, out)
 	}
 	if !strings.HasPrefix(hostKey, "ssh-ed25519 ") {
 		return "", "", fmt.Errorf("the guest reported no ed25519 host key: %q", out)

@@ -1,11 +1,15 @@
 package owner
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"time"
+
+	"golang.org/x/crypto/ssh"
 
 	"github.com/heyvm/heyvm/internal/fsutil"
 	"github.com/heyvm/heyvm/internal/sandbox"
@@ -116,4 +120,29 @@ func resumeError(name string, si *sandbox.SuspendInfo, err error) error {
 // clockCommand sets the guest's clock to now, to the nanosecond.
 func clockCommand(now time.Time) string {
 	return fmt.Sprintf("date -u -s @%d.%09d >/dev/null", now.Unix(), now.Nanosecond())
+}
+
+// renewScript asks the guest's DHCP client (busybox udhcpc, found by its
+// arguments) for a renewal, waits for the lease hook to record it (5 s at
+// most), and prints the uplink's address.
+const renewScript = `bb=/bin/busybox; rm -f /run/heyvm-dhcp.last; ` +
+	`for d in /proc/[0-9]*; do case "$($bb tr '\000' ' ' <$d/cmdline 2>/dev/null)" in *udhcpc*-i*eth0*) kill -USR1 ${d#/proc/} 2>/dev/null;; esac; done; ` +
+	`i=0; while [ ! -s /run/heyvm-dhcp.last ] && [ $i -lt 50 ]; do $bb usleep 100000; i=$((i+1)); done; ` +
+	`echo "IP $($bb ip -4 -o addr show dev eth0)"`
+
+// renewLease renews a resumed guest's lease and returns its address.
+func renewLease(ctx context.Context, c *ssh.Client) (string, error) {
+	var out bytes.Buffer
+	code, err := sshclient.Exec(ctx, c, sshclient.ExecOptions{Command: renewScript, Stdout: &out})
+	if err != nil {
+		return "", err
+	}
+	if code != 0 {
+		return "", fmt.Errorf("exit %d", code)
+	}
+	m := inetRe.FindStringSubmatch(out.String())
+	if m == nil {
+		return "", fmt.Errorf("no address on eth0 after the renewal: %q", strings.TrimSpace(out.String()))
+	}
+	return m[1], nil
 }

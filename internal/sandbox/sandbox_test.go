@@ -359,3 +359,38 @@ func TestDamagedOwnerFile(t *testing.T) {
 		t.Fatalf("owner rewrote it: %+v %v (asked %d)", st, err, asked)
 	}
 }
+
+// Removed sandboxes' MACs go to a small pool that new ones take from.
+func TestMACPool(t *testing.T) {
+	s := testStore(t)
+	a := create(t, s, "m-a")
+	b := create(t, s, "m-b")
+	if a.Config.MAC == "" || a.Config.MAC == b.Config.MAC {
+		t.Fatalf("MACs: %q %q", a.Config.MAC, b.Config.MAC)
+	}
+	if err := s.Remove(context.Background(), a.Config.ID); err != nil {
+		t.Fatal(err)
+	}
+	c := create(t, s, "m-c")
+	if c.Config.MAC != a.Config.MAC {
+		t.Errorf("a new sandbox got %s, not the removed one's %s", c.Config.MAC, a.Config.MAC)
+	}
+	d := create(t, s, "m-d") // the pool is empty again: a new MAC
+	if d.Config.MAC == a.Config.MAC || d.Config.MAC == b.Config.MAC {
+		t.Errorf("a MAC in use was given again: %s", d.Config.MAC)
+	}
+	// The pool never hands out a MAC a sandbox still has, and stays small.
+	for i := 0; i < macPoolSize+10; i++ {
+		s.giveMAC(NewMAC())
+	}
+	s.giveMAC(b.Config.MAC)
+	if n := len(s.readMACPool()); n != macPoolSize {
+		t.Errorf("pool of %d", n)
+	}
+	all, _, _ := s.List()
+	for i := 0; i < macPoolSize; i++ {
+		if m := s.takeMAC(all); m == b.Config.MAC {
+			t.Fatal("gave out a MAC in use")
+		}
+	}
+}

@@ -142,6 +142,9 @@ func (s Store) Create(ctx context.Context, cfg *Config, makeDisk func(rootfs str
 	if cfg.ID == "" {
 		cfg.ID = newUnshadowedID(all)
 	}
+	if cfg.MAC == "" {
+		cfg.MAC = s.takeMAC(all)
+	}
 	if cfg.Name == "" {
 		cfg.Name = "sb-" + cfg.ID[:6]
 	}
@@ -236,11 +239,74 @@ func (s Store) Remove(ctx context.Context, id string) error {
 	}
 	defer lock.Unlock()
 	dir := s.Root.Sandbox(id).Dir
+	cfg, _ := ReadConfig(filepath.Join(dir, "sandbox.yaml"))
 	trash := filepath.Join(s.Root.SandboxesDir(), ".rm-"+id)
 	if err := os.Rename(dir, trash); err != nil {
 		return fmt.Errorf("remove sandbox %s: %w", id, err)
 	}
+	if cfg != nil && cfg.MAC != "" {
+		s.giveMAC(cfg.MAC)
+	}
 	return os.RemoveAll(trash)
+}
+
+// MAC addresses of removed sandboxes are kept in a small pool and given
+// to new ones: a hypervisor's NAT (Virtualization.framework's) leases an
+// address to each MAC for a day from one /24, so new random MACs for
+// every sandbox of an agent or a CI job that churns them would exhaust it
+// (about 250 a day). A MAC is reused only once its sandbox is gone.
+
+// macPoolSize bounds the pool: enough for the sandboxes one person or job
+// has at a time.
+const macPoolSize = 64
+
+func (s Store) macPool() string { return filepath.Join(s.Root.SandboxesDir(), ".mac-pool") }
+
+func (s Store) readMACPool() []string {
+	b, _ := os.ReadFile(s.macPool())
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+func (s Store) writeMACPool(macs []string) {
+	if len(macs) > macPoolSize {
+		macs = macs[len(macs)-macPoolSize:]
+	}
+	fsutil.WriteFileAtomic(s.macPool(), []byte(strings.Join(macs, "\n")+"\n"), 0o600)
+}
+
+// takeMAC takes the pool's oldest MAC that no sandbox uses, or makes a
+// new one. The caller holds the store lock.
+func (s Store) takeMAC(all []*Sandbox) string {
+	used := map[string]bool{}
+	for _, sb := range all {
+		used[sb.Config.MAC] = true
+	}
+	pool := s.readMACPool()
+	for i, m := range pool {
+		if !used[m] {
+			s.writeMACPool(append(pool[:i:i], pool[i+1:]...))
+			return m
+		}
+	}
+	return NewMAC()
+}
+
+// giveMAC returns a removed sandbox's MAC to the pool. The caller holds
+// the store lock.
+func (s Store) giveMAC(mac string) {
+	pool := s.readMACPool()
+	for _, m := range pool {
+		if m == mac {
+			return
+		}
+	}
+	s.writeMACPool(append(pool, mac))
 }
 
 // Update applies change to a sandbox's config and writes sandbox.yaml

@@ -30,26 +30,26 @@ func TestDiskChainOutlivesItsImage(t *testing.T) {
 	b, _ := os.ReadFile(filepath.Join(dst, "image.yaml"))
 	os.WriteFile(filepath.Join(dst, "image.yaml"), []byte(strings.Replace(string(b), "name: debian:12", "name: mine", 1)), 0o600)
 
-	must(t, env, "create", "--name", "dc", "--image", "mine", "--memory", "384", "--cold")
-	dir := get(t, env, "dc").Dir
+	must(t, env, "create", "--name", "disk-c", "--image", "mine", "--memory", "384", "--cold")
+	dir := get(t, env, "disk-c").Dir
 	a, _ := os.Stat(filepath.Join(dst, "rootfs.img"))
 	l, err := os.Stat(filepath.Join(dir, "base.img"))
 	if err != nil || !os.SameFile(a, l) {
 		t.Fatalf("base.img is not a hard link of the image's rootfs: %v", err)
 	}
-	if out := must(t, env, "get", "--json", "dc"); !strings.Contains(out, `"disk_format": "qcow2"`) {
+	if out := must(t, env, "get", "--json", "disk-c"); !strings.Contains(out, `"disk_format": "qcow2"`) {
 		t.Errorf("disk format not recorded:\n%s", out)
 	}
-	must(t, env, "exec", "dc", "--", "sh", "-c", "echo kept > /root/note && sync")
+	must(t, env, "exec", "disk-c", "--", "sh", "-c", "echo kept > /root/note && sync")
 
 	fails(t, env, "used by sandbox(es) dc", "images", "rm", "mine")
 	must(t, env, "images", "rm", "--force", "mine")
 	if _, err := os.Stat(dst); !os.IsNotExist(err) {
 		t.Fatal("the image is still in the store")
 	}
-	must(t, env, "stop", "dc")
-	must(t, env, "start", "dc")
-	if got := strings.TrimSpace(must(t, env, "exec", "dc", "--", "cat", "/root/note")); got != "kept" {
+	must(t, env, "stop", "disk-c")
+	must(t, env, "start", "disk-c")
+	if got := strings.TrimSpace(must(t, env, "exec", "disk-c", "--", "cat", "/root/note")); got != "kept" {
 		t.Fatalf("after its image was removed: %q", got)
 	}
 }

@@ -156,8 +156,8 @@ func TestDiskSizeGrowsGuestFilesystem(t *testing.T) {
 
 func TestConcurrentStartsStartOneVM(t *testing.T) {
 	env := testHome(t)
-	must(t, env, "create", "--name", "cc", "--memory", "384")
-	must(t, env, "stop", "cc")
+	must(t, env, "create", "--name", "conc", "--memory", "384")
+	must(t, env, "stop", "conc")
 	var wg sync.WaitGroup
 	outs := make([]string, 2)
 	codes := make([]int, 2)
@@ -165,7 +165,7 @@ func TestConcurrentStartsStartOneVM(t *testing.T) {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			outs[i], _, codes[i] = runIn(env, "", "start", "cc")
+			outs[i], _, codes[i] = runIn(env, "", "start", "conc")
 		}(i)
 	}
 	wg.Wait()
@@ -173,7 +173,7 @@ func TestConcurrentStartsStartOneVM(t *testing.T) {
 	if codes[0] != 0 || codes[1] != 0 || strings.Count(joined, "started cc") != 1 || strings.Count(joined, "already running") != 1 {
 		t.Fatalf("two starts: %v %q", codes, joined)
 	}
-	log, _ := os.ReadFile(filepath.Join(get(t, env, "cc").Dir, "owner.log"))
+	log, _ := os.ReadFile(filepath.Join(get(t, env, "conc").Dir, "owner.log"))
 	if n := strings.Count(string(log), "starting sandbox"); n != 2 { // the create, and exactly one of the starts
 		t.Fatalf("%d owners started:\n%s", n, log)
 	}

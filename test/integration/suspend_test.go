@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -24,8 +25,20 @@ func TestSuspendResume(t *testing.T) {
 	s := get(t, env, "su")
 	ownerPID := s.Owner.PID
 
+	// The guest loses its lease before the save (its address gone), and
+	// the address recorded with the save is stale: a resume renews the
+	// lease and reports the address the guest has then.
+	must(t, env, "exec", "su", "--", "busybox", "ip", "-4", "addr", "flush", "dev", "eth0")
 	out := must(t, env, "stop", "--suspend", "su")
 	t.Logf("%s", strings.TrimSpace(out))
+	sj := filepath.Join(s.Dir, "suspend.json")
+	if b, err := os.ReadFile(sj); err == nil {
+		var rec map[string]any
+		json.Unmarshal(b, &rec)
+		rec["guest_ip"] = "10.99.0.5"
+		b, _ = json.Marshal(rec)
+		os.WriteFile(sj, b, 0o600)
+	}
 	waitGone(t, ownerPID, "owner after suspend")
 	if s := get(t, env, "su"); s.State != "suspended" || s.Owner != nil {
 		t.Fatalf("after stop --suspend: %+v", s)
@@ -52,6 +65,16 @@ func TestSuspendResume(t *testing.T) {
 	guest, _ := strconv.ParseInt(f[2], 10, 64)
 	if d := time.Now().Unix() - guest; d < -2 || d > 2 {
 		t.Errorf("the resumed guest's clock is %d s off the host's", d)
+	}
+	addr := must(t, env, "exec", "su", "--", "sh", "-c", "busybox ip -4 -o addr show dev eth0 | awk '{print $4}' | cut -d/ -f1; busybox ip route | grep -c '^default'")
+	var resumed struct {
+		Owner struct {
+			GuestIP string `json:"guest_ip"`
+		} `json:"owner"`
+	}
+	json.Unmarshal([]byte(must(t, env, "get", "--json", "su")), &resumed)
+	if a := strings.Fields(addr); len(a) != 2 || a[0] != resumed.Owner.GuestIP || a[0] == "10.99.0.5" || a[1] != "1" {
+		t.Errorf("after a resume with a lost lease: the guest has %q, heyvm says %q", addr, resumed.Owner.GuestIP)
 	}
 	for _, f := range []string{"suspend.state", "suspend.json"} {
 		if _, err := os.Stat(filepath.Join(s.Dir, f)); !os.IsNotExist(err) {

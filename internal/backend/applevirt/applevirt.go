@@ -26,3 +26,9 @@ var errNoWarmStart = errors.New("warm start is off on apple_virt: Virtualization
 // still suspends and resumes its own saved state (the same MAC and
 // machine identifier); only restoring one template into many is off.
 func canWarmStart() error { return errNoWarmStart }
+
+// dhcpHint is what a guest without an address on VZ's NAT most likely
+// lacks: a lease. bootpd leases each MAC an address from one /24 for a
+// day; heyvm reuses removed sandboxes' MACs, but a host that made many
+// sandboxes (or other VMs) can still run out.
+const dhcpHint = "VZ's NAT (macOS's bootpd) may have no address left to lease: it leases each MAC for a day from one /24. Shorten the lease time with `sudo defaults write /Library/Preferences/SystemConfiguration/com.apple.InternetSharing.default.plist bootpd -dict DHCPLeaseTimeSecs -int 600` (or remove old leases from /var/db/dhcpd_leases) and start the sandbox again"

@@ -43,3 +43,6 @@ func unavailableReason(goos, goarch string) string {
 
 // CanWarmStart: never on apple_virt (see errNoWarmStart).
 func (unavailable) CanWarmStart() error { return canWarmStart() }
+
+// DHCPHint: see dhcpHint.
+func (unavailable) DHCPHint() string { return dhcpHint }

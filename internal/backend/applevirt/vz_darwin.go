@@ -31,6 +31,9 @@ func (Backend) Name() string { return Name }
 // snapshot: they boot cold (see errNoWarmStart).
 func (Backend) CanWarmStart() error { return canWarmStart() }
 
+// DHCPHint: see dhcpHint.
+func (Backend) DHCPHint() string { return dhcpHint }
+
 // productVersion is this Mac's macOS version, such as "14.2.1".
 func productVersion() (string, error) { return unix.Sysctl("kern.osproductversion") }
 
