@@ -153,7 +153,7 @@ func newCreateCmd(ios IO) *cobra.Command {
 			if err := ttl(); err != nil {
 				return err
 			}
-			ctx, stop := signal.NotifyContext(c.Context(), os.Interrupt, syscall.SIGTERM)
+			ctx, stop := signal.NotifyContext(c.Context(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 			defer stop()
 			_, err := RunCreate(ctx, ios, o)
 			return err
@@ -183,6 +183,16 @@ func RunCreate(ctx context.Context, ios IO, o *CreateOptions) (*sandbox.Sandbox,
 		return nil, err
 	}
 	if _, err := owner.Start(ctx, e.root, sb); err != nil {
+		if ctx.Err() != nil {
+			// Cancelled (Ctrl-C, or the SSH session of a remote create
+			// ended): a sandbox that never came up is not kept.
+			sctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
+			defer cancel()
+			owner.Stop(sctx, sb, stopTimeout)
+			if rerr := e.store.Remove(sctx, sb.Config.ID); rerr == nil {
+				return nil, fmt.Errorf("create of %s was cancelled before it started; nothing was kept", sb.Config.Name)
+			}
+		}
 		return sb, fmt.Errorf("sandbox %s was created but did not start: %v; see `heyvm logs %s`, retry with `heyvm start %s`, or remove it with `heyvm rm %s`", sb.Config.Name, err, sb.Config.Name, sb.Config.Name, sb.Config.Name)
 	}
 	noteWarmth(ios, e, sb, o.Cold)

@@ -7,8 +7,10 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/crypto/ssh"
 
 	"github.com/heyvm/heyvm/internal/sandbox"
+	"github.com/heyvm/heyvm/internal/sshclient"
 )
 
 // sandboxView is one sandbox as list and get show it.
@@ -24,6 +26,9 @@ type sandboxView struct {
 	OwnerDamaged string `json:"owner_damaged,omitempty"`
 	// Error: why a damaged sandbox (State "damaged") cannot be read.
 	Error string `json:"error,omitempty"`
+	// HostKey is the guest's SSH host key pinned at its boot, for a client
+	// elsewhere to check it by (ssh-config on another host's context).
+	HostKey string `json:"host_key,omitempty"`
 }
 
 func viewOf(sb *sandbox.Sandbox) (sandboxView, error) {
@@ -32,6 +37,9 @@ func viewOf(sb *sandbox.Sandbox) (sandboxView, error) {
 		return sandboxView{}, err
 	}
 	v := sandboxView{Config: sb.Config, State: st.Status, Owner: st.Owner, LastStop: st.LastStop, Dir: sb.Files.Dir, OwnerDamaged: st.OwnerDamaged}
+	if k, err := sshclient.PinnedHostKey(sb.Files.KnownHosts()); err == nil {
+		v.HostKey = strings.TrimSpace(string(ssh.MarshalAuthorizedKey(k)))
+	}
 	if st.Owner != nil {
 		v.SSH = "through its owner"
 		if st.Owner.SSHPort != 0 {

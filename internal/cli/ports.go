@@ -2,8 +2,12 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
 	"strconv"
 	"text/tabwriter"
 
@@ -37,7 +41,15 @@ func newPortCmd(ios IO) *cobra.Command {
 			return runPortList(c.Context(), ios, args[0])
 		},
 	}
-	cmd.AddCommand(add, rm, list)
+	fwd := &cobra.Command{
+		Use: "forward ID [LOCAL:]PORT", Short: "On another host's context: carry this machine's 127.0.0.1:LOCAL to a port the sandbox forwards there, until Ctrl-C",
+		Args: cobra.ExactArgs(2), Annotations: map[string]string{annLocal: "yes"},
+		RunE: func(c *cobra.Command, args []string) error {
+			name, _ := c.Flags().GetString("context")
+			return runPortForward(c.Context(), ios, name, args[0], args[1])
+		},
+	}
+	cmd.AddCommand(add, rm, list, fwd)
 	requireSubcommand(cmd)
 	return cmd
 }
@@ -161,4 +173,52 @@ func runPortList(ctx context.Context, ios IO, ref string) error {
 		fmt.Fprintf(tw, "127.0.0.1:%d\t%d\t%s\n", p.HostPort, p.GuestPort, kind)
 	}
 	return tw.Flush()
+}
+
+// runPortForward is `port forward ID [LOCAL:]PORT` on another host's
+// context: PORT is the sandbox's host port there (see `port list`).
+func runPortForward(ctx context.Context, ios IO, ctxName, ref, spec string) error {
+	t, name, err := resolveTarget(ctxName)
+	if err != nil {
+		return err
+	}
+	rt, ok := t.(remoteTarget)
+	if !ok {
+		return fmt.Errorf("context %s is this machine, where a sandbox's forwards are on 127.0.0.1 already: see `heyvm port list %s`", name, ref)
+	}
+	p, err := sandbox.ParsePort(spec)
+	if err != nil {
+		return err
+	}
+	local, there := p.HostPort, p.GuestPort
+	b, err := rt.h.Output(ctx, "get", "--json", ref)
+	if err != nil {
+		return err
+	}
+	var v struct {
+		Name  string `json:"name"`
+		Owner *struct {
+			Ports []backend.PortForward `json:"ports"`
+		} `json:"owner"`
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	if v.Owner == nil {
+		return fmt.Errorf("sandbox %s on %s is not running: start it with `heyvm --context %s start %s`", v.Name, name, name, v.Name)
+	}
+	found := false
+	for _, f := range v.Owner.Ports {
+		found = found || f.HostPort == there
+	}
+	if !found {
+		return fmt.Errorf("sandbox %s on %s forwards no host port %d there: add it with `heyvm --context %s port add %s %d:GUEST`", v.Name, name, there, name, v.Name, there)
+	}
+	if err := portfwd.CheckFree(local); err != nil {
+		return err
+	}
+	fmt.Fprintf(ios.ErrOut, "forwarding 127.0.0.1:%d here to %s's port %d on %s; Ctrl-C ends it\n", local, v.Name, there, name)
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return rt.h.Forward(ctx, local, there)
 }

@@ -49,7 +49,7 @@ func NewRoot(ios IO) *cobra.Command {
 	addSandboxCommands(root, ios)
 	addVersion(root, ios)
 	addContextSupport(root, ios)
-	root.AddCommand(newSignalCmd())
+	root.AddCommand(newSignalCmd(), newGitSSHCmd(ios))
 	addCompletions(root)
 	return root
 }

@@ -25,6 +25,10 @@ type WtOptions struct {
 	Repo   string
 	Create CreateOptions
 	Detach bool
+	// Deploy sends the worktree to a sandbox of the context (another
+	// host); Pull brings its commits back.
+	Deploy, Pull bool
+	Context     string
 }
 
 func newWtCmd(ios IO) *cobra.Command {
@@ -43,10 +47,22 @@ func newWtCmd(ios IO) *cobra.Command {
 			if err := ttl(); err != nil {
 				return err
 			}
+			o.Context, _ = c.Flags().GetString("context")
+			if o.Deploy || o.Pull {
+				return RunDeploy(c.Context(), ios, c, o)
+			}
+			if t, name, err := resolveTarget(o.Context); err != nil {
+				return err
+			} else if t != nil {
+				return fmt.Errorf("context %s runs sandboxes elsewhere, and wt shares this machine's worktree: use `heyvm wt %s --deploy` to send it there", name, o.Branch)
+			}
 			return RunWt(c.Context(), ios, o)
 		},
 	}
+	cmd.Annotations = map[string]string{annLocal: "yes"}
 	cmd.Flags().StringVar(&o.Repo, "repo", "", "the git repository (default: the one around the current directory)")
+	cmd.Flags().BoolVar(&o.Deploy, "deploy", false, "send the worktree (the branch's history and its uncommitted files) to a sandbox of the context, running detached there")
+	cmd.Flags().BoolVar(&o.Pull, "pull", false, "with --deploy: bring the commits made in that sandbox back (a fetch; the branch only moves forward)")
 	cmd.Flags().BoolVar(&o.Detach, "detach", false, "keep the VM running in the background and return once it is ready")
 	addCreateFlags(cmd, &o.Create)
 	ttl = addTTLFlags(cmd, &o.Create.TTL)

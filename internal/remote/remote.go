@@ -282,6 +282,34 @@ func lastLine(s string) string {
 	return ""
 }
 
+// Forward listens on this machine's 127.0.0.1:local and carries each
+// connection to the host's 127.0.0.1:port (OpenSSH's -L, on the shared
+// connection), until ctx ends.
+func (h *Host) Forward(ctx context.Context, local, port int) error {
+	if err := os.MkdirAll(h.ControlDir, 0o700); err != nil {
+		return err
+	}
+	logFile := filepath.Join(h.ControlDir, "ssh-"+newCallID()+".log")
+	defer os.Remove(logFile)
+	args := h.sshArgs(logFile, false, "")
+	// -N: no command; the forward only. ExitOnForwardFailure: a port
+	// here that is taken ends it at once.
+	args = append([]string{"-N", "-o", "ExitOnForwardFailure=yes", "-L", fmt.Sprintf("127.0.0.1:%d:127.0.0.1:%d", local, port)}, args[:len(args)-3]...)
+	cmd := exec.CommandContext(ctx, h.sshBin(), append(args, h.Target.Host)...)
+	err := cmd.Run()
+	if ctx.Err() != nil {
+		return nil
+	}
+	if err != nil {
+		log, _ := os.ReadFile(logFile)
+		if strings.Contains(string(log), "Address already in use") || strings.Contains(string(log), "cannot listen") {
+			return fmt.Errorf("port 127.0.0.1:%d here is already in use: pick another with LOCAL:%d", local, port)
+		}
+		return h.sshError(string(log))
+	}
+	return nil
+}
+
 // Close ends the shared connection, if one is up.
 func (h *Host) Close() {
 	args := []string{"-o", "ControlPath=" + filepath.Join(h.ControlDir, "cm-%C"), "-O", "exit"}

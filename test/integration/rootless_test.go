@@ -114,11 +114,21 @@ func (p *plainUser) run(dir string, args ...string) (string, string, int) {
 	return p.runWithin(5*time.Minute, dir, args...)
 }
 
+// runStdin is run with stdin.
+func (p *plainUser) runStdin(stdin string, args ...string) (string, string, int) {
+	return p.runWith(5*time.Minute, "", strings.NewReader(stdin), args...)
+}
+
 // runWithin is run with its own time limit.
 func (p *plainUser) runWithin(limit time.Duration, dir string, args ...string) (string, string, int) {
+	return p.runWith(limit, dir, nil, args...)
+}
+
+func (p *plainUser) runWith(limit time.Duration, dir string, stdin io.Reader, args ...string) (string, string, int) {
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
 	c := p.cmd(ctx, dir, append([]string{p.bin}, args...)...)
+	c.Stdin = stdin
 	var out, errb bytes.Buffer
 	c.Stdout, c.Stderr = &out, &errb
 	err := c.Run()
