@@ -146,4 +146,3 @@ func newGitSSHCmd(ios IO) *cobra.Command {
 	cmd.Flags().SetInterspersed(false)
 	return cmd
 }
-

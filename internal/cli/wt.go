@@ -28,7 +28,7 @@ type WtOptions struct {
 	// Deploy sends the worktree to a sandbox of the context (another
 	// host); Pull brings its commits back.
 	Deploy, Pull bool
-	Context     string
+	Context      string
 }
 
 func newWtCmd(ios IO) *cobra.Command {
