@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 
@@ -30,9 +31,8 @@ func RunDeploy(ctx context.Context, ios IO, c *cobra.Command, o *WtOptions) erro
 	if err != nil {
 		return err
 	}
-	rt, ok := t.(remoteTarget)
-	if !ok {
-		return fmt.Errorf("--deploy sends a worktree to another host: name an SSH context with --context (this one, %s, is not one; see `heyvm context ls`)", ctxName)
+	if t == nil {
+		return fmt.Errorf("--deploy sends a worktree to a sandbox elsewhere: name an SSH or KubeVirt context with --context (this one, %s, is this machine; see `heyvm context ls`)", ctxName)
 	}
 	dir := o.Repo
 	if dir == "" {
@@ -79,7 +79,10 @@ func RunDeploy(ctx context.Context, ios IO, c *cobra.Command, o *WtOptions) erro
 		fmt.Fprintln(ios.Out, msg)
 		return nil
 	}
-	res, err := deploy.Deploy(ctx, rt.h, do)
+	run := func(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer, argv []string) (int, error) {
+		return t.run(ctx, IO{In: stdin, Out: stdout, ErrOut: stderr}, argv, false)
+	}
+	res, err := deploy.Deploy(ctx, run, do)
 	if err != nil {
 		return err
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/heyvm/heyvm/internal/image"
+	"github.com/heyvm/heyvm/internal/kubevirt/containerdisk"
 	"github.com/heyvm/heyvm/internal/layout"
 	"github.com/heyvm/heyvm/internal/ociimage"
 	"github.com/heyvm/heyvm/internal/userconfig"
@@ -26,6 +27,9 @@ type TransferOptions struct {
 	Arch     string // pull/import: which architecture
 	Insecure bool   // plain HTTP to a registry on this machine
 	Force    bool   // pull/import: replace an image of the same name
+	// Format is what push publishes: "heyvm" (heyvm's own artifact, for
+	// pull) or "kubevirt" (a containerDisk image a KubeVirt cluster boots).
+	Format string
 }
 
 func addTransferCommands(cmd *cobra.Command, ios IO, backendName *string) {
@@ -41,6 +45,7 @@ func addTransferCommands(cmd *cobra.Command, ios IO, backendName *string) {
 		},
 	}
 	push.Flags().BoolVar(&o.Insecure, "insecure", false, "use plain HTTP (registries on this machine only)")
+	push.Flags().StringVar(&o.Format, "format", "heyvm", "heyvm (for `images pull`) or kubevirt (a containerDisk image: /disk/rootfs.qcow2, /boot/vmlinuz, /boot/initrd)")
 
 	pull := &cobra.Command{
 		Use:   "pull REF",
@@ -123,6 +128,18 @@ func RunImagesPush(ctx context.Context, ios IO, o TransferOptions, imageName, re
 	reg := registryFor(st, o, ref)
 	if _, err := reg.ParseRef(ref); err != nil {
 		return err
+	}
+	switch o.Format {
+	case "", "heyvm":
+	case "kubevirt":
+		digest, err := containerdisk.Push(ctx, im.Dir, ref, containerdisk.Options{Registry: reg})
+		if err != nil {
+			return fmt.Errorf("push %s: %w", imageName, err)
+		}
+		fmt.Fprintf(ios.Out, "pushed %s (%s) as a KubeVirt containerDisk image to %s@%s\n", im.Name, im.Meta.Arch, ref, digest)
+		return nil
+	default:
+		return fmt.Errorf("--format %q: use heyvm or kubevirt", o.Format)
 	}
 	prog := newByteProgress(ios.Out)
 	a, done, err := pack(ctx, st, im, "push", ociimage.PackOptions{CacheFile: st.Root.PushCache(st.Backend, im.Name), Progress: prog})

@@ -26,17 +26,32 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/heyvm/heyvm/internal/remote"
 	"github.com/heyvm/heyvm/internal/sshclient"
 )
 
 // Workspace is where the worktree goes in the sandbox.
 const Workspace = "/workspace"
 
-// Runner runs heyvm commands where the sandbox is (remote.Host).
-type Runner interface {
-	Run(ctx context.Context, s remote.Streams, argv []string) (int, error)
-	Output(ctx context.Context, argv ...string) ([]byte, error)
+// Runner runs a heyvm command where the sandbox is (the context's
+// target), on the given streams, and returns its exit status.
+type Runner func(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer, argv []string) (int, error)
+
+// output runs a heyvm command there and returns its standard output; a
+// failure is an error with its last line of standard error.
+func (r Runner) output(ctx context.Context, argv ...string) ([]byte, error) {
+	var out, errb bytes.Buffer
+	code, err := r(ctx, strings.NewReader(""), &out, &errb, argv)
+	if err != nil {
+		return nil, err
+	}
+	if code != 0 {
+		msg := strings.TrimPrefix(lastLine(errb.String()), "heyvm: ")
+		if msg == "" {
+			msg = fmt.Sprintf("exit status %d", code)
+		}
+		return nil, errors.New(msg)
+	}
+	return out.Bytes(), nil
 }
 
 // Options say what to deploy where.
@@ -87,7 +102,7 @@ func Deploy(ctx context.Context, r Runner, o Options) (*Result, error) {
 		"[ -d .git ] || git init -q -b " + sshclient.ShellQuote(o.Branch) + "; " +
 		"git config receive.denyCurrentBranch ignore; git config gc.auto 0; " +
 		"git rev-parse -q --verify " + sshclient.ShellQuote("refs/heads/"+o.Branch) + " || true"
-	out, err := r.Output(ctx, "exec", o.Sandbox, "--", "sh", "-c", prep)
+	out, err := r.output(ctx, "exec", o.Sandbox, "--", "sh", "-c", prep)
 	if err != nil {
 		return nil, fmt.Errorf("prepare %s in %s: %w", Workspace, o.Sandbox, err)
 	}
@@ -114,7 +129,7 @@ func Deploy(ctx context.Context, r Runner, o Options) (*Result, error) {
 	pr, pw := io.Pipe()
 	go func() { pw.CloseWithError(writeTar(pw, o.Worktree, files, deleted)) }()
 	var errb bytes.Buffer
-	code, err := r.Run(ctx, remote.Streams{In: pr, Out: o.Log, Err: &errb}, []string{"exec", o.Sandbox, "--", "sh", "-c", set})
+	code, err := r(ctx, pr, o.Log, &errb, []string{"exec", o.Sandbox, "--", "sh", "-c", set})
 	pr.Close()
 	if err != nil {
 		return nil, err
@@ -127,7 +142,7 @@ func Deploy(ctx context.Context, r Runner, o Options) (*Result, error) {
 
 // ensureRunning creates the sandbox, or starts it if it is stopped.
 func ensureRunning(ctx context.Context, r Runner, o Options) (created bool, err error) {
-	out, err := r.Output(ctx, "list", "--json")
+	out, err := r.output(ctx, "list", "--json")
 	if err != nil {
 		return false, err
 	}
@@ -145,11 +160,11 @@ func ensureRunning(ctx context.Context, r Runner, o Options) (created bool, err 
 		if s.State == "running" {
 			return false, nil
 		}
-		_, err := r.Output(ctx, "start", o.Sandbox)
+		_, err := r.output(ctx, "start", o.Sandbox)
 		return false, err
 	}
 	args := append([]string{"create", "--name", o.Sandbox}, o.CreateArgs...)
-	if _, err := r.Output(ctx, args...); err != nil {
+	if _, err := r.output(ctx, args...); err != nil {
 		return false, err
 	}
 	return true, nil

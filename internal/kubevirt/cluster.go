@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"sort"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	kvv1 "kubevirt.io/api/core/v1"
@@ -389,4 +391,30 @@ func (c *Cluster) Wait(ctx context.Context, name string, interval time.Duration,
 		case <-time.After(interval):
 		}
 	}
+}
+
+// ConsoleLogContainer is the virt-launcher pod's container that logs the
+// VMI's serial console (KubeVirt's LogSerialConsole, on by default).
+const ConsoleLogContainer = "guest-console-log"
+
+// ConsoleLog streams a running sandbox's serial console log, as KubeVirt
+// keeps it in its launcher pod.
+func (c *Cluster) ConsoleLog(ctx context.Context, name string, follow bool) (io.ReadCloser, error) {
+	l, err := c.res(gvrPod).List(ctx, metav1.ListOptions{LabelSelector: "vm.kubevirt.io/name=" + name})
+	if err != nil {
+		return nil, c.explain(err, "list the pods of "+name)
+	}
+	if len(l.Items) == 0 {
+		return nil, fmt.Errorf("sandbox %s has no launcher pod (it is not running), so no console log: start it first", name)
+	}
+	cs, err := kubernetes.NewForConfig(c.rest)
+	if err != nil {
+		return nil, err
+	}
+	pod := l.Items[len(l.Items)-1].GetName()
+	r, err := cs.CoreV1().Pods(c.Namespace).GetLogs(pod, &corev1.PodLogOptions{Container: ConsoleLogContainer, Follow: follow}).Stream(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("the console log of %s (pod %s, container %s; KubeVirt logs it unless its LogSerialConsole is off): %w", name, pod, ConsoleLogContainer, c.explain(err, "read the log"))
+	}
+	return r, nil
 }

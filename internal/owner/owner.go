@@ -388,12 +388,12 @@ var inetRe = regexp.MustCompile(`inet (\d+\.\d+\.\d+\.\d+)/`)
 // provision runs the one console command that installs heyvm's key and
 // reports the guest's address and host key.
 func provision(ctx context.Context, d *console.Driver, pubLine string) (ip, hostKey string, err error) {
-	return runProvision(ctx, d, provisionScript(pubLine))
+	return runProvision(ctx, d, ProvisionScript(pubLine))
 }
 
-// provisionScript installs heyvm's key and prints the guest's address and
+// ProvisionScript installs heyvm's key and prints the guest's address and
 // host key.
-func provisionScript(pubLine string) string {
+func ProvisionScript(pubLine string) string {
 	q := sshclient.ShellQuote(pubLine)
 	// The umask is the subshell's: the console's shell, which a person
 	// may use later (heyvm console), keeps the usual 022.
