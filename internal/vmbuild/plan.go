@@ -20,11 +20,13 @@ import (
 type plan struct {
 	client    *debarchive.Client
 	res       *debarchive.Resolution // the root's packages
+	stage1    map[string]bool        // the essential ones and what they need: unpacked first
 	requested []string               // what the recipe names on top of minbase
 	seeds     map[string]bool        // what apt would have been asked for
 	kernel    *debarchive.Package    // linux-image-<version>, unpacked, not installed
 	busybox   *debarchive.Package    // busybox-static, for the initramfs
 	tools     []*debarchive.Package  // kmod and what it needs beyond the root: depmod
+	arch      string
 }
 
 // resolve reads the archive's index and resolves the recipe.
@@ -41,12 +43,27 @@ func resolve(ctx context.Context, o Options) (*plan, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &plan{client: c, requested: append(append([]string(nil), imagebuild.Packages...), o.ExtraPackages...), seeds: map[string]bool{}}
+	p := &plan{client: c, arch: o.Arch, requested: append(append([]string(nil), imagebuild.Packages...), o.ExtraPackages...), seeds: map[string]bool{}}
 	if p.res, err = idx.ResolveMinbase(p.requested...); err != nil {
 		return nil, fmt.Errorf("the recipe's packages in %s %s: %w", o.Mirror, o.Suite, err)
 	}
 	for _, n := range append(idx.MinbaseSeeds(), p.requested...) {
 		p.seeds[n] = true
+	}
+	// The first stage, as mmdebstrap's: the Essential:yes packages with
+	// everything they (pre-)depend on, unpacked by hand, then installed by
+	// the dpkg among them.
+	var essential []string
+	for _, q := range p.res.Essential {
+		essential = append(essential, q.Name)
+	}
+	er, err := idx.Resolve(essential...)
+	if err != nil {
+		return nil, fmt.Errorf("the essential packages in %s %s: %w", o.Mirror, o.Suite, err)
+	}
+	p.stage1 = map[string]bool{}
+	for _, q := range er.Packages {
+		p.stage1[q.Name] = true
 	}
 	// The cloud kernel's metapackage names the kernel package itself.
 	meta := "linux-image-cloud-" + o.Arch
@@ -109,16 +126,13 @@ func debName(q *debarchive.Package) string {
 	return q.Name + "_" + strings.ReplaceAll(q.Version.String(), ":", "%3a") + "_" + q.Architecture + ".deb"
 }
 
-// lists are the build VM's lists of package files: the essential ones,
-// the rest in dependency order, and depmod's tools.
+// lists are the build VM's lists of package files: the first stage (the
+// essential ones and their dependencies), the rest, each in dependency
+// order, and depmod's tools.
 func (p *plan) lists() (essential, rest, tools string) {
-	ess := map[string]bool{}
 	var e, r, t []string
-	for _, q := range p.res.Essential {
-		ess[q.Name] = true
-	}
 	for _, q := range p.res.Order {
-		if ess[q.Name] {
+		if p.stage1[q.Name] {
 			e = append(e, debName(q))
 		} else {
 			r = append(r, debName(q))
@@ -140,16 +154,13 @@ func (p *plan) lists() (essential, rest, tools string) {
 // dependencies (mmdebstrap's second stage is apt): every package not
 // installed first (the essential ones, by dpkg) and not asked for.
 func (p *plan) extendedStates() string {
-	ess := map[string]bool{}
-	for _, q := range p.res.Essential {
-		ess[q.Name] = true
-	}
 	var b strings.Builder
 	for _, q := range p.res.Packages {
-		if ess[q.Name] || p.seeds[q.Name] {
+		if p.stage1[q.Name] || p.seeds[q.Name] {
 			continue
 		}
-		fmt.Fprintf(&b, "Package: %s\nArchitecture: %s\nAuto-Installed: 1\n\n", q.Name, q.Architecture)
+		// apt writes the native architecture, for "all" packages too.
+		fmt.Fprintf(&b, "Package: %s\nArchitecture: %s\nAuto-Installed: 1\n\n", q.Name, p.arch)
 	}
 	return b.String()
 }

@@ -24,7 +24,7 @@ kill "TERM", $pid; exit 0;
 func TestGuestVsockSSHListener(t *testing.T) {
 	needVM(t)
 	out, errOut, code := runIn(sharedEnv, vsockClient, "exec", shared, "--", "sh", "-c", `cat >/tmp/vsock-client.pl &&
-modprobe vsock_loopback &&
+busybox modprobe vsock_loopback &&
 rm -f /tmp/vk /tmp/vk.pub && ssh-keygen -q -t ed25519 -N '' -f /tmp/vk &&
 cat /tmp/vk.pub >>/root/.ssh/authorized_keys &&
 echo "vsock-host $(cat /etc/ssh/ssh_host_ed25519_key.pub)" >/tmp/vk.known &&

@@ -198,16 +198,23 @@ if [ "$layer" = inittab ] && [ -f "$(indir /etc)/inittab" ]; then
 	step "adding heyvm's setup and console to the root's inittab"
 	install_setup
 	tab=$(indir /etc)/inittab
+	# sshd at boot: the root's own rc scripts if they start it, else a
+	# line of heyvm's.
+	sshd_by_rc=
+	ls "$(indir /etc)"/runlevels/*/sshd "$(indir /etc)"/rc[2345].d/S*ssh >/dev/null 2>&1 && sshd_by_rc=1
 	if [ "$(basename "$init")" = busybox ]; then
 		# busybox init (Alpine): the first field is the terminal.
 		printf '\n# heyvm: its setup after the system'"'"'s, and a root shell on hvc0.\n::sysinit:/etc/heyvm/rc.sysinit --foreign\n' >>"$tab"
 		grep -qs '^hvc0:' "$tab" || echo 'hvc0::respawn:/bin/login -f root' >>"$tab"
+		[ -n "$sshd_by_rc" ] || echo '::respawn:/usr/sbin/sshd -D' >>"$tab"
 	else
 		# sysvinit: id:runlevels:action:process.
 		printf '\n# heyvm: its setup after the system'"'"'s, and a root shell on hvc0.\nhv::sysinit:/etc/heyvm/rc.sysinit --foreign\n' >>"$tab"
 		grep -qs '^hvc0:' "$tab" || echo "hvc0:2345:respawn:$(console_login)" >>"$tab"
+		[ -n "$sshd_by_rc" ] || echo 'sshd:2345:respawn:/usr/sbin/sshd -D' >>"$tab"
 	fi
 	added+=("/etc/inittab: heyvm's setup and a root shell on hvc0")
+	[ -n "$sshd_by_rc" ] || added+=("/etc/inittab: sshd (the root's rc scripts do not start it)")
 	fact hostlink yes
 fi
 
@@ -319,8 +326,6 @@ systemd)
 inittab)
 	[ -f "$(indir /etc)/inittab" ] ||
 		missing+=("an /etc/inittab for your /sbin/init ($init), which heyvm adds its setup and console to; or use systemd (RUN apt-get install -y systemd-sysv) or no init at all")
-	ls "$(indir /etc)"/runlevels/*/sshd "$(indir /etc)"/rc[2345].d/S*ssh >/dev/null 2>&1 || grep -qs sshd "$(indir /etc)/inittab" ||
-		missing+=("sshd started at boot: on Debian with sysvinit add  RUN update-rc.d ssh enable ; on Alpine  RUN rc-update add sshd default")
 	;;
 esac
 [ -n "$(inroot /bin/busybox)" ] || [ "$layer" = injected ] || install_file /bin/busybox /bin/busybox 0755

@@ -120,17 +120,25 @@ rm -rf /work/kernel
 while read -r deb; do
 	dpkg-deb -x "/build/debs/$deb" /work/tools || fail "cannot unpack $deb"
 done </build/tools.list
-loader=$(ls "$R"/lib*/ld-linux*.so.* 2>/dev/null | head -n 1)
+# The loader itself, not /lib64's link to it (an absolute link, which
+# leads nowhere from outside the root).
+loader=$(ls "$R"/usr/lib/"$TRIPLET"/ld-linux*.so.* 2>/dev/null | head -n 1)
 [ -n "$loader" ] || fail "the root has no dynamic loader"
 libs=/work/tools/lib/$TRIPLET:/work/tools/usr/lib/$TRIPLET:$R/lib/$TRIPLET:$R/usr/lib/$TRIPLET
 kmod=/work/tools/bin/kmod
 [ -x "$kmod" ] || kmod=/work/tools/usr/bin/kmod
 "$loader" --library-path "$libs" --argv0 depmod "$kmod" -b "$R" "$KVER" || fail "depmod failed"
 
+# What apt leaves besides its records (it made the packages' partial
+# folders its own and left its locks), and no more: the install's run
+# state, caches and logs go, as mmdebstrap's cleanup takes them.
+inroot sh -c 'for d in /var/cache/apt/archives /var/lib/apt/lists; do mkdir -p $d/partial && chown _apt:root $d/partial && chmod 700 $d/partial && : >$d/lock && chmod 640 $d/lock; done' ||
+	fail "cannot set apt's folders"
+echo "$ARCH" >"$R/var/lib/dpkg/arch"
 umount "$R/var/cache/heyvm-debs" "$R/proc" "$R/sys" "$R/dev"
 rmdir "$R/var/cache/heyvm-debs"
-rm -rf /work/tools "$R/var/lib/dpkg/available-old" "$R/var/lib/dpkg/status-old" "$R/var/log/dpkg.log" "$R/var/log/alternatives.log"
-: >"$R/var/lib/dpkg/available"
+rm -rf /work/tools "$R"/run/* "$R/var/cache/ldconfig/aux-cache" "$R/var/lib/dpkg/available" "$R/var/lib/dpkg/available-old" \
+	"$R/var/lib/dpkg/status-old" "$R/var/log/dpkg.log" "$R/var/log/alternatives.log"
 
 step "writing the ext4 root file system"
 used=$(du -sk "$R" | cut -f1)
