@@ -13,12 +13,17 @@ DATE      := $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
 VPKG      := github.com/heyvm/heyvm/internal/version
 VFLAGS    := -X $(VPKG).version=$(VERSION) -X $(VPKG).commit=$(COMMIT) -X $(VPKG).date=$(DATE)
 
-.PHONY: all build debug sign sign-debug install docs test darwincheck clean
+.PHONY: all build kubevirt debug sign sign-debug install docs test darwincheck clean
 
 all: build sign
 
 build:
 	$(GO) build -trimpath -ldflags "-s -w $(VFLAGS)" -o $(BIN) ./cmd/heyvm
+
+# heyvm-kubevirt: heyvm's commands for KubeVirt contexts (the cluster client
+# would double heyvm's size), beside bin/heyvm, where heyvm looks for it.
+kubevirt:
+	$(GO) build -trimpath -ldflags "-s -w $(VFLAGS)" -o $(dir $(BIN))heyvm-kubevirt ./cmd/heyvm-kubevirt
 
 # A debug build keeps symbols; sign it with `make sign-debug`.
 debug:

@@ -158,3 +158,16 @@ func TestVersionJSONNamesTheCommit(t *testing.T) {
 		t.Log("../../.git is not a directory (a worktree?): the go build check is left out")
 	}
 }
+
+// heyvm links no cluster client: that weight lives in heyvm-kubevirt.
+func TestNoClusterClientInHeyvm(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", ".").Output()
+	if err != nil {
+		t.Skipf("go list: %v", err)
+	}
+	for _, p := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(p, "k8s.io/") || strings.HasPrefix(p, "kubevirt.io/") || strings.HasPrefix(p, "sigs.k8s.io/") {
+			t.Fatalf("heyvm links %s: keep cluster code in heyvm-kubevirt (internal/kubevirt/kvcli)", p)
+		}
+	}
+}
