@@ -123,6 +123,7 @@ func TestGoreleaserConfig(t *testing.T) {
 	var cfg struct {
 		Builds []struct {
 			ID      string   `yaml:"id"`
+			Main    string   `yaml:"main"`
 			Goos    []string `yaml:"goos"`
 			Goarch  []string `yaml:"goarch"`
 			Env     []string `yaml:"env"`
@@ -141,6 +142,17 @@ func TestGoreleaserConfig(t *testing.T) {
 	}
 	targets := map[string]bool{}
 	for _, bd := range cfg.Builds {
+		if bd.Main == "./cmd/heyvm-kubevirt" {
+			// The KubeVirt plugin: pure Go on every target, no entitlement
+			// (it starts no VM here), left out of snapshots only.
+			if !slices.Contains(bd.Env, "CGO_ENABLED=0") || bd.Skip != "{{ .IsSnapshot }}" || !strings.Contains(strings.Join(bd.Ldflags, " "), "version.commit={{ .FullCommit }}") {
+				t.Errorf("%s: want a pure Go build with the version, skipped in snapshots: %+v", bd.ID, bd)
+			}
+			continue
+		}
+		if bd.Main != "./cmd/heyvm" {
+			t.Errorf("build %s of %q: an unknown program", bd.ID, bd.Main)
+		}
 		for _, os := range bd.Goos {
 			for _, arch := range bd.Goarch {
 				target := os + "/" + arch
