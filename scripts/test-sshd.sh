@@ -7,12 +7,15 @@
 # start the system's sshd on every address.)
 #
 #   HEYVM_TEST_SSHD=$(scripts/test-sshd.sh) go test ./internal/kubevirt/
+#
+# HEYVM_TEST_SSHD_DIR picks the cache directory (the remote-host tests use
+# one that another user can run from).
 set -euo pipefail
 if [[ -x /usr/sbin/sshd ]]; then
 	echo /usr/sbin/sshd
 	exit 0
 fi
-dir=${XDG_CACHE_HOME:-$HOME/.cache}/heyvm-test-sshd
+dir=${HEYVM_TEST_SSHD_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/heyvm-test-sshd}
 if [[ ! -x $dir/sshd ]]; then
 	rm -rf "$dir.tmp" && mkdir -p "$dir.tmp/debs"
 	(cd "$dir.tmp/debs" && apt-get download openssh-server libwrap0 >/dev/null 2>&1) || {

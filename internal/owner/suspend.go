@@ -122,12 +122,20 @@ func clockCommand(now time.Time) string {
 	return fmt.Sprintf("date -u -s @%d.%09d >/dev/null", now.Unix(), now.Nanosecond())
 }
 
-// renewScript asks the guest's DHCP client (busybox udhcpc, found by its
-// arguments) for a renewal, waits for the lease hook to record it (5 s at
-// most), and prints the uplink's address.
-const renewScript = `bb=/bin/busybox; rm -f /run/heyvm-dhcp.last; ` +
-	`for d in /proc/[0-9]*; do case "$($bb tr '\000' ' ' <$d/cmdline 2>/dev/null)" in *udhcpc*-i*eth0*) kill -USR1 ${d#/proc/} 2>/dev/null;; esac; done; ` +
-	`i=0; while [ ! -s /run/heyvm-dhcp.last ] && [ $i -lt 50 ]; do $bb usleep 100000; i=$((i+1)); done; ` +
+// renewScript asks the guest's DHCP client (busybox udhcpc, found by
+// argv[0] or, for the applet, argv[1]: a match anywhere in a command line
+// finds this script's own shell, which USR1 would kill) for a renewal and waits (10 s at most) for the lease hook to
+// record a lease, then prints the uplink's address. A guest that still has
+// its address renews it (the server may refuse it, and the client then
+// starts over); one that lost it cannot send a unicast renewal from it,
+// so its client releases first and asks afresh by broadcast.
+const renewScript = `bb=/bin/busybox; p=; ` +
+	`for d in /proc/[0-9]*; do set -f; set -- $($bb tr '\000' ' ' <$d/cmdline 2>/dev/null); set +f; ` +
+	`case "${1##*/} ${2:-}" in "udhcpc "*|"busybox udhcpc") case " $* " in *" eth0 "*) p=${d#/proc/};; esac;; esac; done; ` +
+	`[ -n "$p" ] || { echo "no DHCP client runs on eth0"; exit 3; }; ` +
+	`if [ -z "$($bb ip -4 -o addr show dev eth0)" ]; then kill -USR2 $p; $bb usleep 300000; fi; ` +
+	`rm -f /run/heyvm-dhcp.last; kill -USR1 $p; ` +
+	`i=0; while [ $i -lt 100 ]; do case "$(cat /run/heyvm-dhcp.last 2>/dev/null)" in bound|renew) break;; esac; $bb usleep 100000; i=$((i+1)); done; ` +
 	`echo "IP $($bb ip -4 -o addr show dev eth0)"`
 
 // renewLease renews a resumed guest's lease and returns its address.
@@ -138,7 +146,7 @@ func renewLease(ctx context.Context, c *ssh.Client) (string, error) {
 		return "", err
 	}
 	if code != 0 {
-		return "", fmt.Errorf("exit %d", code)
+		return "", fmt.Errorf("exit %d: %s", code, strings.TrimSpace(out.String()))
 	}
 	m := inetRe.FindStringSubmatch(out.String())
 	if m == nil {

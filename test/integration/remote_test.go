@@ -45,7 +45,10 @@ func ipCmd(t *testing.T, args ...string) {
 
 func startSecondHost(t *testing.T) *secondHost {
 	t.Helper()
-	sshdBin, err := exec.Command("../../scripts/test-sshd.sh").Output()
+	// The sshd runs as another user, so it lives where that user can reach.
+	sshdCmd := exec.Command("../../scripts/test-sshd.sh")
+	sshdCmd.Env = append(os.Environ(), "HEYVM_TEST_SSHD_DIR=/var/tmp/heyvm-test-sshd")
+	sshdBin, err := sshdCmd.Output()
 	if err != nil {
 		t.Skipf("no sshd for the second host: %v", err)
 	}
