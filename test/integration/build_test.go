@@ -19,6 +19,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
 	"github.com/heyvm/heyvm/internal/image"
+	"github.com/heyvm/heyvm/internal/imagebuild"
 	"github.com/heyvm/heyvm/internal/ociimage/ocitest"
 )
 
@@ -28,13 +29,41 @@ import (
 var (
 	buildOnce sync.Once
 	buildEnv  []string
+	buildErr  error
 )
 
 func buildHome(t *testing.T) []string {
 	t.Helper()
 	needVM(t)
-	buildOnce.Do(func() { buildEnv = newHome(sharedDir) })
+	buildOnce.Do(func() {
+		buildEnv = newHome(sharedDir)
+		buildErr = ensureBuilderImageInVM()
+	})
+	if buildErr != nil {
+		t.Fatalf("the builder image: %v", buildErr)
+	}
 	return buildEnv
+}
+
+// ensureBuilderImageInVM makes the cached builder image the way a Mac
+// gets it: built in a VM from Debian's archive (images build-default
+// --builder --in-vm), so every build test runs Dockerfile builds in a
+// builder VM of that image. It is remade when the recipe changed or when
+// the cached one was built on the host.
+func ensureBuilderImageInVM() error {
+	dir := filepath.Join(cacheHome, "images", "qemu", "heyvm-builder")
+	m, err := image.ReadMetadata(dir)
+	if err == nil && m.Build.RecipeHash == imagebuild.RecipeHashWith(imagebuild.BuilderPackages) && strings.HasPrefix(m.Build.BuiltIn, "vm ") {
+		return nil
+	}
+	start := time.Now()
+	fmt.Println("integration: building the builder image in a VM (images build-default --builder --in-vm)")
+	out, errOut, code := runWithin(30*time.Minute, append(os.Environ(), "HEYO_HOME="+cacheHome), "", "images", "build-default", "--builder", "--in-vm", "--force")
+	if code != 0 {
+		return fmt.Errorf("images build-default --builder --in-vm: exit %d\n%s\n%s", code, out, errOut)
+	}
+	fmt.Printf("integration: the builder image was built in a VM in %s\n", time.Since(start).Round(time.Second))
+	return nil
 }
 
 // build runs `heyvm images build` (which may first make the builder
@@ -125,6 +154,16 @@ func TestImagesBuildTwoFirstBuilds(t *testing.T) {
 	}
 	if n := strings.Count(must(t, env, "list", "--all"), "heyvm-builder-"); n != 1 {
 		t.Errorf("%d builder VMs after two first builds", n)
+	}
+	// The builder VM that ran them is of the builder image built in a VM
+	// from Debian's archive, as a Mac makes it.
+	var meta struct {
+		Build struct {
+			BuiltIn string `json:"built_in"`
+		} `json:"build"`
+	}
+	if err := json.Unmarshal([]byte(must(t, env, "images", "inspect", "--json", "heyvm-builder")), &meta); err != nil || !strings.HasPrefix(meta.Build.BuiltIn, "vm (qemu") {
+		t.Errorf("the builder image was not built in a VM: %v %+v", err, meta)
 	}
 }
 
