@@ -121,7 +121,13 @@ func TestImagesBuildInVM(t *testing.T) {
 			break
 		}
 	}
-	cmd.Process.Signal(syscall.SIGTERM)
+	// The signal goes to heyvm itself (runuser's child), as a terminal's
+	// would: runuser kills a child still cleaning up after 2 s.
+	kids := childrenOf(cmd.Process.Pid)
+	if len(kids) != 1 {
+		t.Fatalf("runuser's children: %v", kids)
+	}
+	syscall.Kill(kids[0], syscall.SIGTERM)
 	go io.Copy(io.Discard, stderr)
 	err := cmd.Wait()
 	summary := lines[len(lines)-1]
