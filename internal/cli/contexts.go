@@ -72,7 +72,7 @@ func isLocal(c *cobra.Command) bool {
 // runOnContext runs the whole command on its context's target when that
 // is not this machine, and stops it here.
 func runOnContext(c *cobra.Command, ios IO, name string) error {
-	if isLocal(c) || os.Getenv(remote.EnvCall) != "" {
+	if isLocal(c) || servingCall {
 		// A heyvm run for another one (its remote call) is where the
 		// sandboxes are, whatever --context says.
 		return nil

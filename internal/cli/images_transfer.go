@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -60,18 +61,30 @@ func addTransferCommands(cmd *cobra.Command, ios IO, backendName *string) {
 
 	export := &cobra.Command{
 		Use:   "export NAME FILE",
-		Short: "Write an image to one OCI image-layout tar file",
-		Args:  cobra.ExactArgs(2),
+		Short: "Write an image to one OCI image-layout tar file (- for standard output)",
+		Args:  cobra.ExactArgs(2), Annotations: map[string]string{annLocal: "yes"},
 		RunE: func(c *cobra.Command, args []string) error {
+			if t, ctxName, err := contextTargetOf(c); err != nil || t != nil {
+				if err != nil {
+					return err
+				}
+				return exportFrom(c.Context(), ios, t, ctxName, opts(), args[0], args[1])
+			}
 			return RunImagesExport(c.Context(), ios, opts(), args[0], args[1])
 		},
 	}
 
 	imp := &cobra.Command{
 		Use:   "import FILE",
-		Short: "Add an image from a tar made by `heyvm images export`",
-		Args:  cobra.ExactArgs(1),
+		Short: "Add an image from a tar made by `heyvm images export` (- for standard input)",
+		Args:  cobra.ExactArgs(1), Annotations: map[string]string{annLocal: "yes"},
 		RunE: func(c *cobra.Command, args []string) error {
+			if t, ctxName, err := contextTargetOf(c); err != nil || t != nil {
+				if err != nil {
+					return err
+				}
+				return importTo(c.Context(), ios, t, ctxName, opts(), args[0])
+			}
 			_, err := RunImagesImport(c.Context(), ios, opts(), args[0])
 			return err
 		},
@@ -266,24 +279,44 @@ func obtainDefault(ctx context.Context, ios IO, st image.Store, arch string, o T
 	return pullInto(ctx, ios, st, o, ref, arch)
 }
 
-// RunImagesExport writes an image to one OCI image-layout tar.
+// RunImagesExport writes an image to one OCI image-layout tar: a file,
+// or standard output for "-" (to pipe it into `images import -`
+// elsewhere, with no tar file on either side).
 func RunImagesExport(ctx context.Context, ios IO, o TransferOptions, imageName, file string) error {
 	st, im, err := storeImage(o, imageName)
 	if err != nil {
 		return err
 	}
-	if fi, err := os.Stat(file); err == nil && fi.IsDir() {
-		return fmt.Errorf("%s is a directory: give a file name, like %s", file, filepath.Join(file, "image.tar"))
+	toStdout := file == "-"
+	switch {
+	case toStdout && isTTY(ios.Out):
+		return errors.New("images export NAME -: standard output is a terminal: pipe it (… | ssh host heyvm images import -) or give a file name")
+	case toStdout:
+	default:
+		if fi, err := os.Stat(file); err == nil && fi.IsDir() {
+			return fmt.Errorf("%s is a directory: give a file name, like %s", file, filepath.Join(file, "image.tar"))
+		}
+		if _, err := os.Stat(filepath.Dir(file)); err != nil {
+			return fmt.Errorf("cannot write %s: %w", file, err)
+		}
 	}
-	if _, err := os.Stat(filepath.Dir(file)); err != nil {
-		return fmt.Errorf("cannot write %s: %w", file, err)
+	msgs := ios.Out
+	if toStdout {
+		msgs = ios.ErrOut
 	}
-	prog := newByteProgress(ios.Out)
+	prog := newByteProgress(msgs)
 	a, done, err := pack(ctx, st, im, "export", ociimage.PackOptions{KeepFiles: true, Progress: prog})
 	if err != nil {
 		return err
 	}
 	defer done()
+	if toStdout {
+		if err := ociimage.ExportTo(ctx, a, ios.Out, prog); err != nil {
+			return fmt.Errorf("export %s: %w", imageName, err)
+		}
+		fmt.Fprintf(msgs, "exported %s (%s)\n", im.Name, im.Meta.Arch)
+		return nil
+	}
 	if err := ociimage.Export(ctx, a, file, prog); err != nil {
 		return fmt.Errorf("export %s: %w", imageName, err)
 	}
@@ -302,17 +335,32 @@ func RunImagesImport(ctx context.Context, ios IO, o TransferOptions, file string
 			return nil, err
 		}
 	}
-	if _, err := os.Stat(file); err != nil {
-		return nil, fmt.Errorf("import: %w", err)
+	fromStdin := file == "-"
+	if fromStdin && isTTY(ios.In) {
+		return nil, errors.New("images import -: standard input is a terminal: pipe an image into it (heyvm images export NAME - | …) or give a file")
+	}
+	if !fromStdin {
+		if _, err := os.Stat(file); err != nil {
+			return nil, fmt.Errorf("import: %w", err)
+		}
 	}
 	dir, err := workDir(st, "import")
 	if err != nil {
 		return nil, err
 	}
 	defer os.RemoveAll(dir)
-	src, err := ociimage.ExtractLayout(ctx, file, dir, newByteProgress(ios.Out))
+	var src ociimage.Source
+	if fromStdin {
+		src, err = ociimage.ExtractLayoutFrom(ctx, ios.In, "standard input", -1, dir, newByteProgress(ios.ErrOut))
+	} else {
+		src, err = ociimage.ExtractLayout(ctx, file, dir, newByteProgress(ios.Out))
+	}
 	if err != nil {
 		return nil, err
 	}
-	return install(ctx, ios, st, o, src, arch, "import "+file)
+	what := "import " + file
+	if fromStdin {
+		what = "import (standard input)"
+	}
+	return install(ctx, ios, st, o, src, arch, what)
 }

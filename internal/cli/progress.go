@@ -100,6 +100,10 @@ func (p *byteProgress) Phase(what string, total int64) {
 		)
 		return
 	}
+	if total < 0 { // a stream of unknown length
+		fmt.Fprintf(p.w, "%s\n", what)
+		return
+	}
 	fmt.Fprintf(p.w, "%s: %s\n", what, humanBytes(total))
 }
 

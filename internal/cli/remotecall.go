@@ -23,16 +23,26 @@ import (
 // (`heyvm __signal`), and takes the end of its SSH session (its parent,
 // sshd, gone) as a hangup.
 
+// servingCall is set in a heyvm run for another over SSH: its sandboxes
+// are here, whatever --context says.
+var servingCall bool
+
 // remoteCall prepares a heyvm run for another; the returned function
 // ends it. A version mismatch is an error.
 func remoteCall(ctx context.Context) (context.Context, func(), error) {
 	noop := func() {}
-	if want := os.Getenv(remote.EnvClientVersion); want != "" {
+	// What the caller set is for this process only: a process it starts
+	// (a sandbox's owner, which outlives the call) must not take itself
+	// for the call, watch its parent and hang itself up.
+	want, call := os.Getenv(remote.EnvClientVersion), os.Getenv(remote.EnvCall)
+	os.Unsetenv(remote.EnvClientVersion)
+	os.Unsetenv(remote.EnvCall)
+	servingCall = call != ""
+	if want != "" {
 		if mine := version.Get(); mine.Key() != want {
 			return ctx, noop, fmt.Errorf("this host runs heyvm %s and the heyvm that called it is %s: run `heyvm context create NAME --host ... --install` again there, or install the same heyvm on both", mine.Key(), want)
 		}
 	}
-	call := os.Getenv(remote.EnvCall)
 	if call == "" || !validCallID(call) {
 		return ctx, noop, nil
 	}
