@@ -129,3 +129,17 @@ func TestExitErrorMessage(t *testing.T) {
 		t.Fatal("ExitError text")
 	}
 }
+
+// The interactive commands ask a context elsewhere for a pty.
+func TestInteractiveCommandsWantTTY(t *testing.T) {
+	root := NewRoot(IO{})
+	for _, path := range [][]string{{"sh"}, {"console"}} {
+		c, _, err := root.Find(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Annotations[annTTY] != "yes" {
+			t.Errorf("%v does not ask for a pty on a context elsewhere", path)
+		}
+	}
+}

@@ -27,7 +27,8 @@ func newConsoleCmd(ios IO) *cobra.Command {
 		Long: "console attaches your terminal to the guest console, where init keeps a root shell.\n" +
 			"It works when SSH does not, which makes it the recovery path. Press Ctrl-] to detach;\n" +
 			"the VM keeps running.",
-		Args: cobra.ExactArgs(1),
+		Args:        cobra.ExactArgs(1),
+		Annotations: map[string]string{annTTY: "yes"},
 		RunE: func(c *cobra.Command, args []string) error {
 			_, sb, err := openSandbox(args[0])
 			if err != nil {

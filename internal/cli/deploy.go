@@ -23,6 +23,9 @@ func RunDeploy(ctx context.Context, ios IO, c *cobra.Command, o *WtOptions) erro
 	if o.Pull && !o.Deploy {
 		return errors.New("--pull goes with --deploy: `heyvm wt BRANCH --deploy --pull`")
 	}
+	if o.PublishImage && (!o.Deploy || o.Pull) {
+		return errors.New("--publish-image goes with --deploy: `heyvm wt BRANCH --deploy --publish-image --image NAME`")
+	}
 	root, err := layout.Open()
 	if err != nil {
 		return err
@@ -78,6 +81,11 @@ func RunDeploy(ctx context.Context, ios IO, c *cobra.Command, o *WtOptions) erro
 		}
 		fmt.Fprintln(ios.Out, msg)
 		return nil
+	}
+	if o.PublishImage {
+		if err := publishImage(ctx, ios, t, ctxName, o); err != nil {
+			return err
+		}
 	}
 	run := func(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer, argv []string) (int, error) {
 		return t.run(ctx, IO{In: stdin, Out: stdout, ErrOut: stderr}, argv, false)

@@ -232,6 +232,7 @@ func RunExec(ctx context.Context, ios IO, o *ExecOptions) (int, error) {
 func newShCmd(ios IO) *cobra.Command {
 	return &cobra.Command{
 		Use: "sh ID", Short: "Open an interactive shell in a sandbox", Args: cobra.ExactArgs(1),
+		Annotations: map[string]string{annTTY: "yes"},
 		RunE: func(c *cobra.Command, args []string) error {
 			e, sb, err := openSandbox(args[0])
 			if err != nil {

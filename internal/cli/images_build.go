@@ -43,6 +43,12 @@ type ImagesBuildOptions struct {
 	// InsecureRegistry lets the builder reach registries on the host's
 	// loopback over plain HTTP.
 	InsecureRegistry bool
+	// ContextStream "-": the Dockerfile and build context come as a tar on
+	// standard input (builder.ContextTar's), from a heyvm on another
+	// machine whose context this host is; Origin is where they were there,
+	// for image.yaml.
+	ContextStream string
+	Origin        string
 }
 
 // Builder VM sizing: BuildKit and the conversion want memory, and the
@@ -57,21 +63,42 @@ const (
 func newImagesBuildCmd(ios IO, backendName *string) *cobra.Command {
 	o := &ImagesBuildOptions{}
 	cmd := &cobra.Command{
-		Use:   "build --file DOCKERFILE --name NAME",
+		Use:   "build --file DOCKERFILE --name NAME [CONTEXT-FOLDER]",
 		Short: "Build a bootable image from a Dockerfile (BuildKit runs in a builder VM: no Docker or root needed here)",
-		Args:  cobra.NoArgs,
-		RunE: func(c *cobra.Command, _ []string) error {
+		Long: "Build a bootable image from a Dockerfile. The build context is CONTEXT-FOLDER (default: the Dockerfile's folder); " +
+			"its .dockerignore is honoured. On a context elsewhere (--context NAME) the Dockerfile and the build context are sent there and built by its heyvm.",
+		Args:        cobra.MaximumNArgs(1),
+		Annotations: map[string]string{annLocal: "yes"},
+		RunE: func(c *cobra.Command, args []string) error {
 			ctx, stop := signal.NotifyContext(c.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			o.Backend = *backendName
-			_, err := RunImagesBuild(ctx, ios, o)
+			if len(args) == 1 {
+				o.Context = args[0]
+			}
+			t, ctxName, err := contextTargetOf(c)
+			if err != nil {
+				if name, _ := c.Flags().GetString("context"); name != "" {
+					if fi, serr := os.Stat(name); serr == nil && fi.IsDir() {
+						return fmt.Errorf("--context names where sandboxes run (see `heyvm context ls`); give the build context folder as the last argument: heyvm images build --file %s --name %s %s", o.File, o.Name, name)
+					}
+				}
+				return err
+			}
+			if t != nil {
+				return buildElsewhere(ctx, ios, t, ctxName, o)
+			}
+			_, err = RunImagesBuild(ctx, ios, o)
 			return err
 		},
 	}
 	f := cmd.Flags()
 	f.StringVarP(&o.File, "file", "f", "", "the Dockerfile (required)")
 	f.StringVar(&o.Name, "name", "", "name of the image to make (required; an image of that name is replaced only once the build succeeds)")
-	f.StringVar(&o.Context, "context", "", "build context folder (default: the Dockerfile's folder); .dockerignore is honoured")
+	f.StringVar(&o.ContextStream, "context-stream", "", "")
+	f.StringVar(&o.Origin, "origin", "", "")
+	f.MarkHidden("context-stream")
+	f.MarkHidden("origin")
 	f.IntVar(&o.SizeMB, "size-mb", defaultSizeMB, "size of the image's root file system in MiB (sparse)")
 	f.StringVar(&o.BackendType, "backend-type", "", "backend the image is for (same as --backend)")
 	f.StringVar(&o.Arch, "arch", "", "guest architecture: amd64 or arm64 (default: the backend's)")
@@ -132,7 +159,7 @@ func (o *ImagesBuildOptions) validate() error {
 		return err
 	}
 	if fi, err := os.Stat(o.Context); err != nil || !fi.IsDir() {
-		return fmt.Errorf("--context %s is not a folder", o.Context)
+		return fmt.Errorf("the build context %s is not a folder", o.Context)
 	}
 	return nil
 }
@@ -153,6 +180,13 @@ func builderSandboxName(arch string) string { return "heyvm-builder-" + arch }
 // RunImagesBuild builds the image and returns it.
 func RunImagesBuild(ctx context.Context, ios IO, o *ImagesBuildOptions) (*image.Image, error) {
 	began := time.Now()
+	if o.ContextStream != "" {
+		done, err := o.receiveContext(ios)
+		if err != nil {
+			return nil, err
+		}
+		defer done()
+	}
 	if err := o.validate(); err != nil {
 		return nil, err
 	}
@@ -280,7 +314,11 @@ func RunImagesBuild(ctx context.Context, ios IO, o *ImagesBuildOptions) (*image.
 		return nil, err
 	}
 	defer os.RemoveAll(staging)
-	info := image.DockerfileInfo{File: o.File, Context: o.Context, BuildArgs: o.BuildArgs, Engine: o.Engine, Bases: plan.names,
+	file, context := o.File, o.Context
+	if o.Origin != "" {
+		file, context, _ = strings.Cut(o.Origin, "\n")
+	}
+	info := image.DockerfileInfo{File: file, Context: context, BuildArgs: o.BuildArgs, Engine: o.Engine, Bases: plan.names,
 		ImageID: res.ImageID, ConvertKey: convertKey}
 	if _, err := builder.Assemble(xfer, staging, def, res, builder.Image{
 		Name: o.Name, Backend: st.Backend, Arch: arch, SizeMB: o.SizeMB, Info: info, Duration: time.Since(began),

@@ -9,7 +9,6 @@ import (
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
-
 )
 
 // images export and import on a context elsewhere: the image stays where

@@ -69,8 +69,12 @@ func remoteCall(ctx context.Context) (context.Context, func(), error) {
 				return
 			case <-t.C:
 				if os.Getppid() != parent {
+					// The hangup first, which a command running in a
+					// sandbox passes on to it there (exec's signal
+					// relay); the end of the context only if it is
+					// still running after that.
 					syscall.Kill(os.Getpid(), syscall.SIGHUP)
-					cancel()
+					time.AfterFunc(5*time.Second, cancel)
 					return
 				}
 			}

@@ -29,6 +29,8 @@ type WtOptions struct {
 	// host); Pull brings its commits back.
 	Deploy, Pull bool
 	Context      string
+	// PublishImage sends --image to the context's host before a deploy.
+	PublishImage bool
 }
 
 func newWtCmd(ios IO) *cobra.Command {
@@ -48,7 +50,7 @@ func newWtCmd(ios IO) *cobra.Command {
 				return err
 			}
 			o.Context, _ = c.Flags().GetString("context")
-			if o.Deploy || o.Pull {
+			if o.Deploy || o.Pull || o.PublishImage {
 				return RunDeploy(c.Context(), ios, c, o)
 			}
 			if t, name, err := resolveTarget(o.Context); err != nil {
@@ -63,6 +65,7 @@ func newWtCmd(ios IO) *cobra.Command {
 	cmd.Flags().StringVar(&o.Repo, "repo", "", "the git repository (default: the one around the current directory)")
 	cmd.Flags().BoolVar(&o.Deploy, "deploy", false, "send the worktree (the branch's history and its uncommitted files) to a sandbox of the context, running detached there")
 	cmd.Flags().BoolVar(&o.Pull, "pull", false, "with --deploy: bring the commits made in that sandbox back (a fetch; the branch only moves forward)")
+	cmd.Flags().BoolVar(&o.PublishImage, "publish-image", false, "with --deploy: send the image named by --image to the context's host first (through its registry if it has one, else streamed over SSH)")
 	cmd.Flags().BoolVar(&o.Detach, "detach", false, "keep the VM running in the background and return once it is ready")
 	addCreateFlags(cmd, &o.Create)
 	ttl = addTTLFlags(cmd, &o.Create.TTL)

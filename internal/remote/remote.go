@@ -63,6 +63,9 @@ func (h *Host) sshArgs(logFile string, tty bool, remote string) []string {
 	args := []string{
 		"-E", logFile,
 		"-o", "BatchMode=yes",
+		// Errors only: no "Shared connection to ... closed." after a
+		// pty session (what fails is in the log, and then one line).
+		"-o", "LogLevel=ERROR",
 		"-o", "ControlMaster=auto",
 		"-o", "ControlPath=" + filepath.Join(h.ControlDir, "cm-%C"),
 		"-o", "ControlPersist=60",
@@ -231,7 +234,23 @@ func (h *Host) outcome(cmd *exec.Cmd, err error, logFile string) (int, error) {
 		return ee.ExitCode(), nil
 	}
 	log, _ := os.ReadFile(logFile)
+	if strings.TrimSpace(string(log)) == "" {
+		// Silent: the remote command's own status 255, or the shared
+		// connection gone under a client (its master killed, the host
+		// gone), which says nothing either. The master tells them apart.
+		if h.masterAlive() {
+			return 255, nil
+		}
+		return 255, fmt.Errorf("lost the connection to %s: what ran there was stopped; run the command again", h.Target.String())
+	}
 	return 255, h.sshError(string(log))
+}
+
+// masterAlive says whether the shared connection to the host is up.
+func (h *Host) masterAlive() bool {
+	args := h.sshArgs(os.DevNull, false, "")
+	args = append([]string{"-O", "check"}, args[:len(args)-2]...)
+	return exec.Command(h.sshBin(), args...).Run() == nil
 }
 
 // sshError is ssh's own failure, from its log, as one line with the fix.

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -68,8 +69,13 @@ func startSecondHost(t *testing.T) *secondHost {
 	ipCmd(t, "-n", h.ns, "link", "set", "lo", "up")
 	ipCmd(t, "-n", h.ns, "route", "add", "default", "via", hostAddr)
 
-	// The host's user, with the default image in its own store.
+	// The host's user, with the default image in its own store. Its sshd
+	// runs as that user, and gives a session's pty to group tty, which
+	// only a member may do.
 	h.user = makeUser(t, remoteUser, true)
+	if out, err := exec.Command("usermod", "-aG", "tty", remoteUser).CombinedOutput(); err != nil {
+		t.Fatalf("usermod -aG tty: %v %s", err, out)
+	}
 	home := "/home/" + remoteUser
 	os.RemoveAll(filepath.Join(home, ".heyo"))
 	os.RemoveAll(filepath.Join(home, ".local"))
@@ -106,6 +112,7 @@ ClientAliveInterval 3
 ClientAliveCountMax 3
 MaxSessions 64
 MaxStartups 64
+SetEnv HEYVM_AUTO_WARM=0
 `, h.addr, h.port, key, h.dir)), 0o600)
 	exec.Command("chown", "-R", fmt.Sprintf("%d:%d", h.user.uid, h.user.gid), h.user.dir).Run()
 	h.sshd = exec.Command("ip", "netns", "exec", h.ns, "runuser", "-u", remoteUser, "--", strings.TrimSpace(string(sshdBin)), "-D", "-e", "-f", cfg)
@@ -120,6 +127,13 @@ MaxStartups 64
 			out, _ := exec.Command("ip", "netns", "exec", h.ns, "runuser", "-u", remoteUser, "--", bin, "list", "--json", "--all").Output()
 			for _, id := range jsonIDs(string(out)) {
 				exec.Command("ip", "netns", "exec", h.ns, "runuser", "-u", remoteUser, "--", bin, "rm", "--force", "--yes", id).Run()
+			}
+		}
+		// sshd itself (runuser's child, which a kill of runuser leaves
+		// running), then runuser.
+		if b, err := os.ReadFile(filepath.Join(h.dir, "sshd.pid")); err == nil {
+			if pid, _ := strconv.Atoi(strings.TrimSpace(string(b))); pid > 1 {
+				syscall.Kill(pid, syscall.SIGTERM)
 			}
 		}
 		h.sshd.Process.Kill()
@@ -394,7 +408,7 @@ func TestRemoteDeploy(t *testing.T) {
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		left := p.must(t, "", "--context", "box", "exec", "proj-feat", "--", "sh", "-c", "ps -eo comm | grep -c '^sleep$' || true")
+		left := p.must(t, "", "--context", "box", "exec", "proj-feat", "--", "sh", "-c", "ps -eo args | grep -c '^sleep 1000$' || true")
 		if strings.TrimSpace(left) == "0" {
 			break
 		}
@@ -434,5 +448,75 @@ func TestRemoteDeploy(t *testing.T) {
 			break
 		}
 		time.Sleep(time.Second)
+	}
+}
+
+// wt --deploy --publish-image, with no registry on the context: an image
+// made here is streamed to the second host (images export - into images
+// import - over the context's connection) and the deployed sandbox boots
+// it; a second deploy finds it there already. images export and import
+// through the context move a tar between this machine and that store.
+func TestRemotePublishImage(t *testing.T) {
+	needVM(t)
+	h := startSecondHost(t)
+	p := laptop(t, h, true)
+	defer p.cleanup()
+	p.must(t, "", "context", "create", "box", "--host", h.url(), "--install")
+
+	// An image of this machine's own: the default one with a kernel
+	// argument of its own, which the guest shows in /proc/cmdline.
+	tar := filepath.Join(p.dir, "default.tar")
+	if out, errOut, code := runIn(append(os.Environ(), "HEYO_HOME="+cacheHome), "", "images", "export", "debian:12", tar); code != 0 {
+		t.Fatalf("images export: %s %s", out, errOut)
+	}
+	os.Chown(tar, p.uid, p.gid)
+	p.must(t, "", "images", "import", tar, "--name", "team-base")
+	meta := filepath.Join(p.home, "images", "qemu", "team-base", "image.yaml")
+	b, err := os.ReadFile(meta)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b = bytes.Replace(b, []byte("kernel_cmdline: console=hvc0"), []byte("kernel_cmdline: heyvm.team=base console=hvc0"), 1)
+	if err := os.WriteFile(meta, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	repo := filepath.Join(p.dir, "proj")
+	p.sh(t, "", "git init -q -b main "+repo+" && cd "+repo+" && git config user.email u@x && git config user.name u && echo one > a.txt && git add . && git commit -qm first")
+	_, errOut, code := p.run(repo, "--context", "box", "wt", "img", "--deploy", "--publish-image", "--memory", "384")
+	if code == 0 || !strings.Contains(errOut, "--image") {
+		t.Errorf("--publish-image without --image: exit %d %q", code, errOut)
+	}
+	out, errOut, code := p.run(repo, "--context", "box", "wt", "img", "--deploy", "--publish-image", "--image", "team-base", "--memory", "384")
+	if code != 0 {
+		t.Fatalf("wt --deploy --publish-image: exit %d\n%s\n%s", code, out, errOut)
+	}
+	if !strings.Contains(errOut, "publishing team-base to box over its connection") {
+		t.Errorf("the publish did not stream: %q", errOut)
+	}
+	if got := p.must(t, "", "--context", "box", "exec", "proj-img", "--", "sh", "-c", "cat /proc/cmdline; cat /workspace/a.txt"); !strings.Contains(got, "heyvm.team=base") || !strings.HasSuffix(got, "one\n") {
+		t.Errorf("the deployed sandbox does not run the published image: %q", got)
+	}
+	if l := p.must(t, "", "--context", "box", "images", "list"); !strings.Contains(l, "team-base") {
+		t.Errorf("images list there:\n%s", l)
+	}
+	// Again: it is there already, as it is here.
+	_, errOut, code = p.run(repo, "--context", "box", "wt", "img", "--deploy", "--publish-image", "--image", "team-base")
+	if code != 0 || !strings.Contains(errOut, "on box already") {
+		t.Errorf("a second publish: exit %d %q", code, errOut)
+	}
+
+	// images export there into a file here, and import from here.
+	back := filepath.Join(p.dir, "back.tar")
+	p.must(t, "", "--context", "box", "images", "export", "team-base", back)
+	if fi, err := os.Stat(back); err != nil || fi.Size() < 1<<20 {
+		t.Fatalf("images export through the context wrote no tar here: %v %v", fi, err)
+	}
+	p.must(t, "", "--context", "box", "images", "import", back, "--name", "team-copy")
+	if l := p.must(t, "", "--context", "box", "images", "list"); !strings.Contains(l, "team-copy") {
+		t.Errorf("images import through the context:\n%s", l)
+	}
+	if l := p.must(t, "", "images", "list"); strings.Contains(l, "team-copy") {
+		t.Errorf("images import through the context imported here:\n%s", l)
 	}
 }
