@@ -26,6 +26,9 @@ func RunDeploy(ctx context.Context, ios IO, c *cobra.Command, o *WtOptions) erro
 	if o.PublishImage && (!o.Deploy || o.Pull) {
 		return errors.New("--publish-image goes with --deploy: `heyvm wt BRANCH --deploy --publish-image --image NAME`")
 	}
+	if o.PublishImage && !c.Flags().Changed("image") {
+		return fmt.Errorf("--publish-image sends the image given with --image: name it (`heyvm wt %s --deploy --publish-image --image NAME`); without --image the host uses its own default image", o.Branch)
+	}
 	root, err := layout.Open()
 	if err != nil {
 		return err

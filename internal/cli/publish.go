@@ -27,9 +27,6 @@ import (
 // host, as it is here.
 func publishImage(ctx context.Context, ios IO, t target, ctxName string, o *WtOptions) error {
 	name := o.Create.Image
-	if name == "" {
-		return fmt.Errorf("--publish-image sends the image given with --image: name it (`heyvm wt %s --deploy --publish-image --image NAME`); without --image the host uses its own default image", o.Branch)
-	}
 	st, err := imageStore("")
 	if err != nil {
 		return err
