@@ -15,13 +15,13 @@ func TestSSHErrorsSayWhatToDo(t *testing.T) {
 	h := &Host{Name: "box", Target: contexts.SSHTarget{User: "me", Host: "box.example", Port: 2222}}
 	cases := map[string]string{
 		"No ED25519 host key is known for [box.example]:2222 and you have requested strict checking.\r\nHost key verification failed.\r\n": "not in your known_hosts",
-		"@@@@@@@@\r\n@    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @\r\n":                                                       "ssh-keygen -R box.example",
-		"me@box.example: Permission denied (publickey).\r\n":                                                                                "refused your SSH key",
-		"ssh: Could not resolve hostname box.example: Name or service not known\r\n":                                                        "cannot resolve",
-		"ssh: connect to host box.example port 2222: Connection refused\r\n":                                                                "refused the connection",
-		"ssh: connect to host box.example port 2222: No route to host\r\n":                                                                  "cannot reach",
-		"client_loop: send disconnect: Broken pipe\r\n":                                                                                     "lost the connection",
-		"something else entirely\r\n":                                                                                                       "something else entirely",
+		"@@@@@@@@\r\n@    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @\r\n":                                                      "ssh-keygen -R box.example",
+		"me@box.example: Permission denied (publickey).\r\n":                                                                               "refused your SSH key",
+		"ssh: Could not resolve hostname box.example: Name or service not known\r\n":                                                       "cannot resolve",
+		"ssh: connect to host box.example port 2222: Connection refused\r\n":                                                               "refused the connection",
+		"ssh: connect to host box.example port 2222: No route to host\r\n":                                                                 "cannot reach",
+		"client_loop: send disconnect: Broken pipe\r\n":                                                                                    "lost the connection",
+		"something else entirely\r\n":                                                                                                      "something else entirely",
 	}
 	for log, want := range cases {
 		err := h.sshError(log)
