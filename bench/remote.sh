@@ -24,6 +24,11 @@ sshd_pid=
 L() { runuser -u "$luser" -- env HOME="/home/$luser" HEYO_HOME="/home/$luser/.heyo" PATH=/usr/bin:/bin "$work/heyvm" "$@"; }
 cleanup() {
 	L --context box rm --force --yes proj-big >/dev/null 2>&1 || true
+	# The shared connections end before the namespace goes (sshd's
+	# session processes would wait on a dead link).
+	for cp in "/home/$luser/.heyo/run/ssh/cm-%C" "/home/$luser/.cm/%C"; do
+		runuser -u "$luser" -- ssh -O exit -o "ControlPath=$cp" -p "$port" "$ruser@$addr" 2>/dev/null || true
+	done
 	[ -f "/home/$ruser/sshd/sshd.pid" ] && kill "$(cat "/home/$ruser/sshd/sshd.pid")" 2>/dev/null
 	[ -n "$sshd_pid" ] && kill "$sshd_pid" 2>/dev/null
 	ip netns del "$ns" 2>/dev/null || true
