@@ -143,3 +143,19 @@ func TestInteractiveCommandsWantTTY(t *testing.T) {
 		}
 	}
 }
+
+// An ordinary user's PATH on Debian has no sbin folders, where
+// mkfs.ext4 and depmod are: heyvm adds them, after the user's own.
+func TestWithSystemDirs(t *testing.T) {
+	cases := map[string]string{
+		"/usr/local/bin:/usr/bin:/bin":           "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin",
+		"/usr/sbin:/usr/bin:/sbin:/bin":          "/usr/sbin:/usr/bin:/sbin:/bin:/usr/local/sbin",
+		"":                                       "/usr/local/sbin:/usr/sbin:/sbin",
+		"/usr/local/sbin:/usr/sbin:/sbin:/x/bin": "/usr/local/sbin:/usr/sbin:/sbin:/x/bin",
+	}
+	for in, want := range cases {
+		if got := withSystemDirs(in); got != want {
+			t.Errorf("withSystemDirs(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

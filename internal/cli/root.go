@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 
 	"github.com/spf13/cobra"
 )
@@ -58,6 +59,7 @@ func NewRoot(ios IO) *cobra.Command {
 // as one line prefixed with "heyvm: ".
 func Main(ctx context.Context, args []string) int {
 	ios := IO{In: os.Stdin, Out: os.Stdout, ErrOut: os.Stderr}
+	os.Setenv("PATH", withSystemDirs(os.Getenv("PATH")))
 	ctx, endCall, err := remoteCall(ctx)
 	defer endCall()
 	if err != nil {
@@ -101,4 +103,23 @@ func requireSubcommand(cmd *cobra.Command) {
 		}
 		return fmt.Errorf("%s: see `%s --help`", msg, c.CommandPath())
 	}
+}
+
+// withSystemDirs adds the system folders an ordinary user's PATH lacks on
+// Debian (/usr/sbin, /sbin), after the user's own: the tools heyvm runs
+// (mkfs.ext4, depmod, ip) live there.
+func withSystemDirs(path string) string {
+	have := map[string]bool{}
+	for _, d := range filepath.SplitList(path) {
+		have[d] = true
+	}
+	for _, d := range []string{"/usr/local/sbin", "/usr/sbin", "/sbin"} {
+		if !have[d] {
+			if path != "" {
+				path += string(filepath.ListSeparator)
+			}
+			path += d
+		}
+	}
+	return path
 }

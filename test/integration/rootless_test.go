@@ -28,6 +28,9 @@ type plainUser struct {
 	home     string   // HEYO_HOME
 	path     string   // PATH ("" for /usr/sbin:/usr/bin:/sbin:/bin)
 	env      []string // more of the environment
+	// hide: files its commands see as /dev/null (in a mount namespace of
+	// their own), programs this machine has that the test takes away.
+	hide []string
 }
 
 const rootlessUser = "heyvm-it"
@@ -100,6 +103,14 @@ func (p *plainUser) cleanup() {
 // cmd is a command run as the user, with a clean environment.
 func (p *plainUser) cmd(ctx context.Context, dir string, argv ...string) *exec.Cmd {
 	c := exec.CommandContext(ctx, "runuser", append([]string{"-u", p.name, "--"}, argv...)...)
+	if len(p.hide) > 0 {
+		// unshare and sh exec into runuser: the pid stays runuser's.
+		script := ""
+		for _, f := range p.hide {
+			script += "mount --bind /dev/null " + f + " && "
+		}
+		c = exec.CommandContext(ctx, "unshare", append([]string{"-m", "--propagation", "private", "sh", "-c", script + `exec "$@"`, "sh", "runuser", "-u", p.name, "--"}, argv...)...)
+	}
 	path := p.path
 	if path == "" {
 		path = "/usr/sbin:/usr/bin:/sbin:/bin"

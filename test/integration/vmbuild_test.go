@@ -19,24 +19,20 @@ import (
 	"time"
 )
 
-// withoutHostBuildTools is a PATH holding every command of this host's
-// but those the host build needs (mmdebstrap, e2fsprogs' mkfs, debootstrap),
-// as on a machine that has only heyvm and its backend.
-func withoutHostBuildTools(t *testing.T, dir string) string {
-	t.Helper()
-	bin := filepath.Join(dir, "bin-nohostbuild")
-	os.MkdirAll(bin, 0o755)
-	for _, d := range []string{"/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"} {
+// hostBuildTools are the programs of the host build (mmdebstrap,
+// e2fsprogs' mkfs, debootstrap) that are on this machine: the in-VM build
+// test hides them, as on a machine that has only heyvm and its backend.
+func hostBuildTools() []string {
+	var found []string
+	for _, d := range []string{"/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin"} {
 		ents, _ := os.ReadDir(d)
 		for _, e := range ents {
-			n := e.Name()
-			if n == "mmdebstrap" || n == "debootstrap" || n == "mke2fs" || strings.HasPrefix(n, "mkfs.") {
-				continue
+			if n := e.Name(); n == "mmdebstrap" || n == "debootstrap" || n == "mke2fs" || strings.HasPrefix(n, "mkfs.") {
+				found = append(found, filepath.Join(d, n))
 			}
-			os.Symlink(filepath.Join(d, n), filepath.Join(bin, n))
 		}
 	}
-	return bin
+	return found
 }
 
 // packagesIn lists a running sandbox's installed packages: name version.
@@ -60,7 +56,7 @@ func TestImagesBuildInVM(t *testing.T) {
 	needVM(t)
 	p := makeUser(t, rootlessUser, true)
 	defer p.cleanup()
-	p.path = withoutHostBuildTools(t, p.dir)
+	p.hide = hostBuildTools()
 	start := time.Now()
 	out, errOut, code := p.runWithin(40*time.Minute, "", "images", "build-default", "--in-vm")
 	took := time.Since(start)

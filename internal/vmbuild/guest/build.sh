@@ -115,8 +115,9 @@ dpkg-deb -x /build/kernel.deb /work/kernel || fail "cannot unpack the kernel pac
 mkdir -p "$R/lib/modules"
 mv "/work/kernel/lib/modules/$KVER" "$R/lib/modules/" || fail "the kernel package has no modules for $KVER"
 rm -rf /work/kernel
-# depmod is kmod's, which the image does not hold: unpacked apart, and run
-# with the root's C library.
+# depmod is kmod's, which the default image does not hold: unpacked apart,
+# and run with the root's C library (a root that holds kmod, the builder
+# image's, has its own).
 while read -r deb; do
 	dpkg-deb -x "/build/debs/$deb" /work/tools || fail "cannot unpack $deb"
 done </build/tools.list
@@ -125,8 +126,11 @@ done </build/tools.list
 loader=$(ls "$R"/usr/lib/"$TRIPLET"/ld-linux*.so.* 2>/dev/null | head -n 1)
 [ -n "$loader" ] || fail "the root has no dynamic loader"
 libs=/work/tools/lib/$TRIPLET:/work/tools/usr/lib/$TRIPLET:$R/lib/$TRIPLET:$R/usr/lib/$TRIPLET
-kmod=/work/tools/bin/kmod
-[ -x "$kmod" ] || kmod=/work/tools/usr/bin/kmod
+kmod=
+for k in /work/tools/bin/kmod /work/tools/usr/bin/kmod "$R/bin/kmod" "$R/usr/bin/kmod"; do
+	[ -x "$k" ] && kmod=$k && break
+done
+[ -n "$kmod" ] || fail "no kmod for depmod, in the root or beside it"
 "$loader" --library-path "$libs" --argv0 depmod "$kmod" -b "$R" "$KVER" || fail "depmod failed"
 
 # What apt leaves besides its records (it made the packages' partial
