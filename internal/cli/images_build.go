@@ -79,7 +79,7 @@ func newImagesBuildCmd(ios IO, backendName *string) *cobra.Command {
 			t, ctxName, err := contextTargetOf(c)
 			if err != nil {
 				if name, _ := c.Flags().GetString("context"); name != "" {
-					if fi, serr := os.Stat(name); serr == nil && fi.IsDir() {
+					if fi, serr := os.Stat(name); (serr == nil && fi.IsDir()) || strings.ContainsRune(name, filepath.Separator) {
 						return fmt.Errorf("--context names where sandboxes run (see `heyvm context ls`); give the build context folder as the last argument: heyvm images build --file %s --name %s %s", o.File, o.Name, name)
 					}
 				}

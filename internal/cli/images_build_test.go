@@ -30,7 +30,9 @@ func TestImagesBuildRefusesBadInput(t *testing.T) {
 		{[]string{"-f", df, "--name", "x", "--size-mb", "10"}, "--size-mb 10 is out of range"},
 		{[]string{"-f", df, "--name", "x", "--engine", "podman"}, "use vm (the default) or docker"},
 		{[]string{"-f", df, "--name", "x", "--build-arg", "=v"}, "not KEY=VALUE"},
-		{[]string{"-f", df, "--name", "x", "--context", filepath.Join(dir, "nope")}, "is not a folder"},
+		{[]string{"-f", df, "--name", "x", filepath.Join(dir, "nope")}, "is not a folder"},
+		{[]string{"-f", df, "--name", "x", "--context", dir}, "give the build context folder as the last argument"},
+		{[]string{"-f", df, "--name", "x", "--context", filepath.Join(dir, "nope")}, "give the build context folder as the last argument"},
 		{[]string{"-f", df, "--name", "x", "--backend", "qemu", "--backend-type", "apple_virt"}, "disagree"},
 	} {
 		var out, errOut bytes.Buffer
