@@ -23,6 +23,13 @@ echo "== release: the Linux archives and .debs (GoReleaser snapshot; test/releas
 ./scripts/release-snapshot.sh
 export HEYVM_TEST_RELEASE=1 HEYVM_TEST_DIST="$PWD/dist"
 echo "== go test"
+# An sshd for the KubeVirt protocol test (SSH over the portforward client):
+# the system's, or Debian's unpacked into a cache folder, started by nothing.
+if [ -z "${HEYVM_TEST_SSHD:-}" ]; then
+	if [ "$(id -u)" = 0 ]; then sshd_dir=/var/tmp/heyvm-test-sshd; else sshd_dir=""; fi
+	HEYVM_TEST_SSHD=$(HEYVM_TEST_SSHD_DIR=$sshd_dir ./scripts/test-sshd.sh) || echo "no sshd for the KubeVirt portforward test: it will skip"
+	export HEYVM_TEST_SSHD
+fi
 # The integration tests share one image build per machine.
 export HEYVM_TEST_IMAGE_CACHE="${HEYVM_TEST_IMAGE_CACHE:-/var/tmp/heyvm-test-cache}"
 go test -count=1 -timeout 60m -v ./...

@@ -102,6 +102,9 @@ func resolveTarget(name string) (target, string, error) {
 		return nil, "", err
 	}
 	t, err := targetOf(root, c)
+	if r, ok := t.(remoteTarget); ok && name != "" {
+		r.h.Origin = c.Name
+	}
 	return t, c.Name, err
 }
 

@@ -200,7 +200,7 @@ func RunCreate(ctx context.Context, ios IO, o *CreateOptions) (*sandbox.Sandbox,
 		fmt.Fprintln(ios.Out, sb.Config.ID)
 	} else {
 		fmt.Fprintf(ios.Out, "%s\n", sb.Config.ID)
-		fmt.Fprintf(ios.ErrOut, "sandbox %s is running: `heyvm sh %s` for a shell, `heyvm exec %s -- CMD` to run a command\n", sb.Config.Name, sb.Config.Name, sb.Config.Name)
+		fmt.Fprintf(ios.ErrOut, "sandbox %s is running: `%s` for a shell, `%s` to run a command\n", sb.Config.Name, heyvmHint("sh "+sb.Config.Name), heyvmHint("exec "+sb.Config.Name+" -- CMD"))
 	}
 	return sb, nil
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/heyvm/heyvm/internal/contexts"
 	"github.com/heyvm/heyvm/internal/layout"
 	"github.com/heyvm/heyvm/internal/remote"
 	"github.com/heyvm/heyvm/internal/version"
@@ -27,6 +28,19 @@ import (
 // are here, whatever --context says.
 var servingCall bool
 
+// originContext is the context's name as the caller typed it (--context):
+// the commands this heyvm suggests name it.
+var originContext string
+
+// heyvmHint is a heyvm command line to suggest: with the caller's
+// --context when this heyvm runs for another that named its context.
+func heyvmHint(args string) string {
+	if originContext != "" {
+		return "heyvm --context " + originContext + " " + args
+	}
+	return "heyvm " + args
+}
+
 // remoteCall prepares a heyvm run for another; the returned function
 // ends it. A version mismatch is an error.
 func remoteCall(ctx context.Context) (context.Context, func(), error) {
@@ -35,9 +49,14 @@ func remoteCall(ctx context.Context) (context.Context, func(), error) {
 	// (a sandbox's owner, which outlives the call) must not take itself
 	// for the call, watch its parent and hang itself up.
 	want, call := os.Getenv(remote.EnvClientVersion), os.Getenv(remote.EnvCall)
+	origin := os.Getenv(remote.EnvOrigin)
 	os.Unsetenv(remote.EnvClientVersion)
 	os.Unsetenv(remote.EnvCall)
+	os.Unsetenv(remote.EnvOrigin)
 	servingCall = call != ""
+	if servingCall && origin != "" && contexts.ValidateName(origin) == nil {
+		originContext = origin
+	}
 	if want != "" {
 		if mine := version.Get(); mine.Key() != want {
 			return ctx, noop, fmt.Errorf("this host runs heyvm %s and the heyvm that called it is %s: run `heyvm context create NAME --host ... --install` again there, or install the same heyvm on both", mine.Key(), want)

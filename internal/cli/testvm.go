@@ -160,7 +160,7 @@ func bootLocked(ctx context.Context, e env, sb *sandbox.Sandbox, logf *os.File) 
 	defer lock.Unlock()
 	s, err := owner.Boot(ctx, owner.BootOptions{Root: e.root, Sandbox: sb, Log: logf})
 	if err == owner.ErrAlreadyRunning {
-		return nil, fmt.Errorf("sandbox %s is already running: use `heyvm sh %s`, or stop it first", sb.Config.Name, sb.Config.Name)
+		return nil, fmt.Errorf("sandbox %s is already running: use `%s`, or stop it first", sb.Config.Name, heyvmHint("sh "+sb.Config.Name))
 	}
 	return s, err
 }

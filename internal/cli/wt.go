@@ -151,7 +151,7 @@ func RunWt(ctx context.Context, ios IO, o *WtOptions) error {
 	if st.Status == sandbox.Running {
 		// Someone keeps it running (a detached owner): just get in.
 		if o.Detach {
-			fmt.Fprintf(ios.Out, "%s is already running: `heyvm sh %s` to get in\n", name, name)
+			fmt.Fprintf(ios.Out, "%s is already running: `%s` to get in\n", name, heyvmHint("sh "+name))
 			return nil
 		}
 		c, err := connect(ctx, e, sb)
@@ -166,8 +166,8 @@ func RunWt(ctx context.Context, ios IO, o *WtOptions) error {
 			return fmt.Errorf("start %s: %w (see `heyvm logs %s`)", name, err, name)
 		}
 		noteWarmth(ios, e, sb, o.Create.Cold)
-		fmt.Fprintf(ios.Out, "%s is running with %s at %s: `heyvm sh %s` to get in, `heyvm stop %s` to stop it\n",
-			name, sb.Config.Workspace.Worktree, WorkspacePath, name, name)
+		fmt.Fprintf(ios.Out, "%s is running with %s at %s: `%s` to get in, `%s` to stop it\n",
+			name, sb.Config.Workspace.Worktree, WorkspacePath, heyvmHint("sh "+name), heyvmHint("stop "+name))
 		return nil
 	}
 	fmt.Fprintf(ios.ErrOut, "booting %s (leaving the shell shuts it down)...\n", name)

@@ -47,6 +47,10 @@ type Host struct {
 	ClientVersion string
 	// SSH is the ssh binary ("ssh" on PATH if empty).
 	SSH string
+	// Origin is the context's name when the caller named it (--context):
+	// the remote heyvm's hints then say `heyvm --context NAME ...`
+	// (env HEYVM_ORIGIN_CONTEXT).
+	Origin string
 }
 
 // Env variables a remote heyvm reads.
@@ -56,6 +60,9 @@ const (
 	// EnvCall names a remote call, so that a signal can be sent to it
 	// (heyvm __signal) and it ends if its connection drops.
 	EnvCall = "HEYVM_REMOTE_CALL"
+	// EnvOrigin is the context's name as the caller typed it, for the
+	// commands a remote heyvm suggests.
+	EnvOrigin = "HEYVM_ORIGIN_CONTEXT"
 )
 
 // sshArgs is the ssh command line for a command on the host.
@@ -96,7 +103,11 @@ func (h *Host) heyvmCommand(call string, argv []string) string {
 		bin = sshclient.ShellQuote(h.Heyvm)
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s=%s %s=%s exec %s", EnvClientVersion, sshclient.ShellQuote(h.ClientVersion), EnvCall, call, bin)
+	fmt.Fprintf(&b, "%s=%s %s=%s ", EnvClientVersion, sshclient.ShellQuote(h.ClientVersion), EnvCall, call)
+	if h.Origin != "" {
+		fmt.Fprintf(&b, "%s=%s ", EnvOrigin, sshclient.ShellQuote(h.Origin))
+	}
+	fmt.Fprintf(&b, "exec %s", bin)
 	for _, a := range argv {
 		b.WriteString(" " + sshclient.ShellQuote(a))
 	}

@@ -38,14 +38,14 @@ func TestSSHErrorsSayWhatToDo(t *testing.T) {
 // argument exactly as given, with the caller's version and call id set.
 func TestHeyvmCommandQuotes(t *testing.T) {
 	script := filepath.Join(t.TempDir(), "args")
-	os.WriteFile(script, []byte("#!/bin/sh\necho \"$HEYVM_CLIENT_VERSION|$HEYVM_REMOTE_CALL\"\nfor a; do printf '[%s]\\n' \"$a\"; done\n"), 0o755)
-	h := &Host{Heyvm: script, ClientVersion: "v1.2.3 abc"}
+	os.WriteFile(script, []byte("#!/bin/sh\necho \"$HEYVM_CLIENT_VERSION|$HEYVM_REMOTE_CALL|$HEYVM_ORIGIN_CONTEXT\"\nfor a; do printf '[%s]\\n' \"$a\"; done\n"), 0o755)
+	h := &Host{Heyvm: script, ClientVersion: "v1.2.3 abc", Origin: "big-box"}
 	argv := []string{"exec", "box", "--", "sh", "-c", "echo 'it''s' $HOME \"q\" `x` \\n"}
 	out, err := exec.Command("sh", "-c", h.heyvmCommand("0123456789abcdef", argv)).Output()
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := "v1.2.3 abc|0123456789abcdef\n"
+	want := "v1.2.3 abc|0123456789abcdef|big-box\n"
 	for _, a := range argv {
 		want += "[" + a + "]\n"
 	}

@@ -228,10 +228,15 @@ func TestRemoteContext(t *testing.T) {
 
 	// create and list, there.
 	start := time.Now()
-	id := strings.TrimSpace(p.must(t, "", "--context", "box", "create", "--name", "rs", "--memory", "384", "--print-id"))
+	out, errOut, code := p.run("", "--context", "box", "create", "--name", "rs", "--memory", "384")
 	t.Logf("create through the context: %s", time.Since(start).Round(time.Millisecond))
-	if len(id) != 12 {
-		t.Fatalf("create --print-id: %q", id)
+	id := strings.TrimSpace(out)
+	if code != 0 || len(id) != 12 {
+		t.Fatalf("create: exit %d, id %q\n%s", code, id, errOut)
+	}
+	// Its hints name the context the command named.
+	if !strings.Contains(errOut, "`heyvm --context box sh rs`") {
+		t.Errorf("create's hint does not name the context:\n%s", errOut)
 	}
 	if out := p.must(t, "", "--context", "box", "list"); !strings.Contains(out, "rs") || !strings.Contains(out, "running") {
 		t.Fatalf("list:\n%s", out)
@@ -240,7 +245,7 @@ func TestRemoteContext(t *testing.T) {
 		t.Fatalf("the sandbox shows on this machine too:\n%s", out)
 	}
 	// exec: stdin, stdout, stderr and the exit status cross.
-	out, errOut, code := p.runStdin("line1\nline2\n", "--context", "box", "exec", "rs", "--", "sh", "-c", "wc -l; echo err >&2; exit 7")
+	out, errOut, code = p.runStdin("line1\nline2\n", "--context", "box", "exec", "rs", "--", "sh", "-c", "wc -l; echo err >&2; exit 7")
 	if code != 7 || strings.TrimSpace(out) != "2" || strings.TrimSpace(errOut) != "err" {
 		t.Fatalf("exec through the context: %d %q %q", code, out, errOut)
 	}
