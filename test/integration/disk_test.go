@@ -42,7 +42,7 @@ func TestDiskChainOutlivesItsImage(t *testing.T) {
 	}
 	must(t, env, "exec", "disk-c", "--", "sh", "-c", "echo kept > /root/note && sync")
 
-	fails(t, env, "used by sandbox(es) dc", "images", "rm", "mine")
+	fails(t, env, "used by sandbox(es) disk-c", "images", "rm", "mine")
 	must(t, env, "images", "rm", "--force", "mine")
 	if _, err := os.Stat(dst); !os.IsNotExist(err) {
 		t.Fatal("the image is still in the store")

@@ -3,6 +3,7 @@ package integration
 import (
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -105,13 +106,19 @@ func ownerAlive(dir string) (bool, error) {
 	return err != nil, nil
 }
 
+// freePort is a port free on 127.0.0.1, below the kernel's ephemeral
+// range: no connection made meanwhile (a sandbox's own, to its guest) can
+// be given it before the test's sandbox binds it.
 func freePort(t *testing.T) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for i := 0; i < 100; i++ {
+		port := 20000 + rand.IntN(12000)
+		if l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
+			l.Close()
+			return port
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	t.Fatal("no free port on 127.0.0.1 between 20000 and 32000")
+	return 0
 }
 
 func TestPortForward(t *testing.T) {
