@@ -175,7 +175,7 @@ func TestConcurrentStartsStartOneVM(t *testing.T) {
 	}
 	wg.Wait()
 	joined := outs[0] + outs[1]
-	if codes[0] != 0 || codes[1] != 0 || strings.Count(joined, "started cc") != 1 || strings.Count(joined, "already running") != 1 {
+	if codes[0] != 0 || codes[1] != 0 || strings.Count(joined, "started conc") != 1 || strings.Count(joined, "already running") != 1 {
 		t.Fatalf("two starts: %v %q", codes, joined)
 	}
 	log, _ := os.ReadFile(filepath.Join(get(t, env, "conc").Dir, "owner.log"))
