@@ -357,7 +357,7 @@ func TestRootlessErrors(t *testing.T) {
 	}
 	go io.Copy(io.Discard, stderr)
 	cmd.Wait()
-	if !strings.Contains(first, "in a VM") || !strings.Contains(first, "has no range for heyvm-it-nosub") {
+	if !strings.Contains(first, "building the default image in a qemu VM") || !strings.Contains(first, "has no range for heyvm-it-nosub") {
 		t.Errorf("build-default without subordinate ids: %q", first)
 	}
 	if left, _ := filepath.Glob(filepath.Join(p.home, "images", "qemu", "*")); len(left) > 0 {
