@@ -241,6 +241,11 @@ func (h *Host) outcome(cmd *exec.Cmd, err error, logFile string) (int, error) {
 	if !errors.As(err, &ee) {
 		return -1, err
 	}
+	if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		// ssh itself was killed (it may have been the shared connection's
+		// master): what ran there is cut off.
+		return 255, fmt.Errorf("lost the connection to %s (ssh was killed by %v): what ran there was stopped; run the command again", h.Target.String(), ws.Signal())
+	}
 	if ee.ExitCode() != 255 {
 		return ee.ExitCode(), nil
 	}
