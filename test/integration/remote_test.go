@@ -408,7 +408,8 @@ func TestRemoteDeploy(t *testing.T) {
 	syscall.Kill(controlMaster(t, p, h), syscall.SIGKILL)
 	err := cmd.Wait()
 	if err == nil || !strings.Contains(stderr.String(), "lost the connection") || strings.Count(strings.TrimSpace(stderr.String()), "\n") > 0 {
-		t.Errorf("exec whose connection dropped: %v %q", err, stderr.String())
+		out, _ := p.cmd(context.Background(), "", "ps", "-eo", "pid,ppid,args").CombinedOutput()
+		t.Errorf("exec whose connection dropped: %v %q\n%s", err, stderr.String(), out)
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
