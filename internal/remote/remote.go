@@ -244,7 +244,7 @@ func (h *Host) outcome(cmd *exec.Cmd, err error, logFile string) (int, error) {
 	if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
 		// ssh itself was killed (it may have been the shared connection's
 		// master): what ran there is cut off.
-		return 255, fmt.Errorf("lost the connection to %s (ssh was killed by %v): what ran there was stopped; run the command again", h.Target.String(), ws.Signal())
+		return 255, h.lostConnection(fmt.Sprintf("ssh was killed by %v", ws.Signal()))
 	}
 	if ee.ExitCode() != 255 {
 		return ee.ExitCode(), nil
@@ -257,7 +257,7 @@ func (h *Host) outcome(cmd *exec.Cmd, err error, logFile string) (int, error) {
 		if h.masterAlive() {
 			return 255, nil
 		}
-		return 255, fmt.Errorf("lost the connection to %s: what ran there was stopped; run the command again", h.Target.String())
+		return 255, h.lostConnection("")
 	}
 	return 255, h.sshError(string(log))
 }
@@ -267,6 +267,15 @@ func (h *Host) masterAlive() bool {
 	args := h.sshArgs(os.DevNull, false, "")
 	args = append([]string{"-O", "check"}, args[:len(args)-2]...)
 	return exec.Command(h.sshBin(), args...).Run() == nil
+}
+
+// lostConnection is the one line for a connection that ended under a
+// command, with what ssh said of it (if anything).
+func (h *Host) lostConnection(detail string) error {
+	if detail != "" {
+		detail = " (" + detail + ")"
+	}
+	return fmt.Errorf("lost the connection to %s%s: what ran there was stopped; run the command again", h.Target.String(), detail)
 }
 
 // sshError is ssh's own failure, from its log, as one line with the fix.
@@ -288,7 +297,7 @@ func (h *Host) sshError(log string) error {
 	case strings.Contains(log, "timed out") || strings.Contains(log, "No route to host") || strings.Contains(log, "Network is unreachable"):
 		return fmt.Errorf("cannot reach %s (%s): check the address and the network", host, last)
 	case strings.Contains(log, "Broken pipe") || strings.Contains(log, "closed by remote host") || strings.Contains(log, "Connection reset") || strings.Contains(log, "Timeout, server"):
-		return fmt.Errorf("lost the connection to %s (%s): what ran there was stopped; run the command again", host, last)
+		return h.lostConnection(last)
 	case last == "":
 		return fmt.Errorf("the connection to %s ended (ssh exited 255 without a word)", host)
 	}

@@ -271,13 +271,8 @@ func TestRemoteContext(t *testing.T) {
 	if l, _ := rd.ReadString('\n'); l != "armed\n" {
 		t.Fatalf("got %q", l)
 	}
-	// The signal goes to heyvm itself (runuser's child), as a terminal's
-	// Ctrl-C would.
-	kids := childrenOf(cmd.Process.Pid)
-	if len(kids) != 1 {
-		t.Fatalf("runuser's children: %v", kids)
-	}
-	syscall.Kill(kids[0], syscall.SIGINT)
+	// Ctrl-C, to heyvm itself.
+	signalHeyvm(t, cmd, syscall.SIGINT)
 	rest, _ := rd.ReadString('\n')
 	err := cmd.Wait()
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 42 || rest != "got-int\n" {

@@ -102,6 +102,18 @@ func (p *plainUser) cleanup() {
 }
 
 // cmd is a command run as the user, with a clean environment.
+// signalHeyvm sends sig to the heyvm that cmd (p.cmd: runuser) started,
+// as a terminal would: runuser itself kills a child still cleaning up
+// after 2 s.
+func signalHeyvm(t *testing.T, cmd *exec.Cmd, sig syscall.Signal) {
+	t.Helper()
+	kids := childrenOf(cmd.Process.Pid)
+	if len(kids) != 1 {
+		t.Fatalf("runuser's children: %v", kids)
+	}
+	syscall.Kill(kids[0], sig)
+}
+
 func (p *plainUser) cmd(ctx context.Context, dir string, argv ...string) *exec.Cmd {
 	c := exec.CommandContext(ctx, "runuser", append([]string{"-u", p.name, "--"}, argv...)...)
 	if len(p.hide) > 0 {
@@ -352,9 +364,7 @@ func TestRootlessErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	first, _ := bufio.NewReader(stderr).ReadString('\n')
-	if kids := childrenOf(cmd.Process.Pid); len(kids) == 1 {
-		syscall.Kill(kids[0], syscall.SIGTERM)
-	}
+	signalHeyvm(t, cmd, syscall.SIGTERM)
 	go io.Copy(io.Discard, stderr)
 	cmd.Wait()
 	if !strings.Contains(first, "building the default image in a qemu VM") || !strings.Contains(first, "has no range for heyvm-it-nosub") {

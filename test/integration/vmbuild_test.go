@@ -117,13 +117,7 @@ func TestImagesBuildInVM(t *testing.T) {
 			break
 		}
 	}
-	// The signal goes to heyvm itself (runuser's child), as a terminal's
-	// would: runuser kills a child still cleaning up after 2 s.
-	kids := childrenOf(cmd.Process.Pid)
-	if len(kids) != 1 {
-		t.Fatalf("runuser's children: %v", kids)
-	}
-	syscall.Kill(kids[0], syscall.SIGTERM)
+	signalHeyvm(t, cmd, syscall.SIGTERM)
 	go io.Copy(io.Discard, stderr)
 	err := cmd.Wait()
 	summary := lines[len(lines)-1]
