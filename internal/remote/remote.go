@@ -65,6 +65,9 @@ const (
 	EnvOrigin = "HEYVM_ORIGIN_CONTEXT"
 )
 
+// controlPath is the shared connection's socket (OpenSSH expands %C).
+func (h *Host) controlPath() string { return filepath.Join(h.ControlDir, "cm-%C") }
+
 // sshArgs is the ssh command line for a command on the host.
 func (h *Host) sshArgs(logFile string, tty bool, remote string) []string {
 	args := []string{
@@ -74,7 +77,7 @@ func (h *Host) sshArgs(logFile string, tty bool, remote string) []string {
 		// pty session (what fails is in the log, and then one line).
 		"-o", "LogLevel=ERROR",
 		"-o", "ControlMaster=auto",
-		"-o", "ControlPath=" + filepath.Join(h.ControlDir, "cm-%C"),
+		"-o", "ControlPath=" + h.controlPath(),
 		"-o", "ControlPersist=60",
 		"-o", "ServerAliveInterval=5",
 		"-o", "ServerAliveCountMax=3",
@@ -262,11 +265,28 @@ func (h *Host) outcome(cmd *exec.Cmd, err error, logFile string) (int, error) {
 	return 255, h.sshError(string(log))
 }
 
-// masterAlive says whether the shared connection to the host is up.
+// masterAlive says whether the shared connection to the host is up: only
+// the master's own answer counts. (The exit status does not: a master
+// that dies while asked fails the handshake, and OpenSSH then goes on to
+// a connection of its own, which succeeds.)
 func (h *Host) masterAlive() bool {
-	args := h.sshArgs(os.DevNull, false, "")
-	args = append([]string{"-O", "check"}, args[:len(args)-2]...)
-	return exec.Command(h.sshBin(), args...).Run() == nil
+	out, _ := h.muxCommand("check").CombinedOutput()
+	return bytes.Contains(out, []byte("Master running"))
+}
+
+// muxCommand is `ssh -O op` for the shared connection. It never starts a
+// master itself, and should it fall back to a connection of its own (the
+// master gone half-way), that connection runs `true` and nothing else.
+func (h *Host) muxCommand(op string) *exec.Cmd {
+	args := []string{"-O", op, "-o", "BatchMode=yes", "-o", "LogLevel=ERROR", "-o", "ControlMaster=no",
+		"-o", "ControlPath=" + h.controlPath()}
+	if h.Target.User != "" {
+		args = append(args, "-l", h.Target.User)
+	}
+	if h.Target.Port != 0 {
+		args = append(args, "-p", strconv.Itoa(h.Target.Port))
+	}
+	return exec.Command(h.sshBin(), append(args, h.Target.Host, "true")...)
 }
 
 // lostConnection is the one line for a connection that ended under a
@@ -356,14 +376,7 @@ func (h *Host) Forward(ctx context.Context, local, port int) error {
 
 // Close ends the shared connection, if one is up.
 func (h *Host) Close() {
-	args := []string{"-o", "ControlPath=" + filepath.Join(h.ControlDir, "cm-%C"), "-O", "exit"}
-	if h.Target.User != "" {
-		args = append(args, "-l", h.Target.User)
-	}
-	if h.Target.Port != 0 {
-		args = append(args, "-p", strconv.Itoa(h.Target.Port))
-	}
-	exec.Command(h.sshBin(), append(args, h.Target.Host)...).Run()
+	h.muxCommand("exit").Run()
 }
 
 func newCallID() string {

@@ -53,3 +53,27 @@ func TestHeyvmCommandQuotes(t *testing.T) {
 		t.Errorf("got\n%s\nwant\n%s", out, want)
 	}
 }
+
+// Only the master's own answer says the shared connection is up: a
+// master that dies while asked fails the handshake, and OpenSSH then
+// connects by itself and exits 0 (seen in TestRemoteDeploy). The check
+// never starts a master, and its fallback runs only `true`.
+func TestMasterAliveTakesOnlyTheMastersAnswer(t *testing.T) {
+	dir := t.TempDir()
+	fake := filepath.Join(dir, "ssh")
+	h := &Host{SSH: fake, ControlDir: dir, Target: contexts.SSHTarget{User: "me", Host: "box.example", Port: 2222}}
+	for answer, alive := range map[string]bool{
+		"echo 'Master running (pid=4242)' >&2": true,
+		"echo 'muxclient: master hello exchange failed' >&2; echo 'ControlSocket x already exists, disabling multiplexing' >&2": false,
+		"echo 'Control socket connect(x): Connection refused' >&2; exit 255":                                                    false,
+	} {
+		os.WriteFile(fake, []byte("#!/bin/sh\necho \"$@\" >"+filepath.Join(dir, "args")+"\n"+answer+"\n"), 0o755)
+		if got := h.masterAlive(); got != alive {
+			t.Errorf("ssh saying %q: alive %v, want %v", answer, got, alive)
+		}
+		args, _ := os.ReadFile(filepath.Join(dir, "args"))
+		if !strings.Contains(string(args), "-O check") || !strings.Contains(string(args), "ControlMaster=no") || !strings.HasSuffix(strings.TrimSpace(string(args)), "box.example true") {
+			t.Errorf("the check's command line: %s", args)
+		}
+	}
+}
