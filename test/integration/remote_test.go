@@ -73,6 +73,8 @@ func startSecondHost(t *testing.T) *secondHost {
 	// runs as that user, and gives a session's pty to group tty, which
 	// only a member may do.
 	h.user = makeUser(t, remoteUser, true)
+	// Last of the cleanups (they run in reverse): the user's folder.
+	t.Cleanup(func() { os.RemoveAll(h.user.dir) })
 	if out, err := exec.Command("usermod", "-aG", "tty", remoteUser).CombinedOutput(); err != nil {
 		t.Fatalf("usermod -aG tty: %v %s", err, out)
 	}
@@ -210,6 +212,7 @@ func TestRemoteContext(t *testing.T) {
 	if code == 0 || !strings.Contains(errOut, "not in your known_hosts") {
 		t.Fatalf("context create with an unknown host key: exit %d %q", code, errOut)
 	}
+	p.cleanup()
 	p = laptop(t, h, true)
 	// No heyvm there: says what to do.
 	_, errOut, code = p.run("", "context", "create", "box", "--host", h.url())
