@@ -205,7 +205,7 @@ func TestRemoteContext(t *testing.T) {
 	needVM(t)
 	h := startSecondHost(t)
 	p := laptop(t, h, false)
-	defer p.cleanup()
+	defer func() { p.cleanup() }() // the last p: it is made again below
 
 	// An unknown host key is refused, never accepted.
 	_, errOut, code := p.run("", "context", "create", "box", "--host", h.url(), "--install")
