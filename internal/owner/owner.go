@@ -111,38 +111,8 @@ func Boot(ctx context.Context, o BootOptions) (*Session, error) {
 		return nil, err
 	}
 
-	b, err := backend.Get(cfg.Backend)
+	b, im, signer, pubLine, err := s.preflight()
 	if err != nil {
-		return fail(err)
-	}
-	im, err := sandboxImage(o.Root, cfg, files)
-	if err != nil {
-		return fail(fmt.Errorf("sandbox %s needs image %q: %w", cfg.Name, cfg.Image, err))
-	}
-	if err := checkDisk(cfg, files); err != nil {
-		return fail(err)
-	}
-	signer, pubLine, err := sshclient.ManagedKey(o.Root)
-	if err != nil {
-		return fail(err)
-	}
-	s.conLog, err = console.OpenBoundedLog(files.ConsoleLog(), ConsoleLogMax)
-	if err != nil {
-		return fail(err)
-	}
-	fmt.Fprintf(s.conLog, "\n--- heyvm: boot of %s at %s ---\n", cfg.Name, time.Now().UTC().Format(time.RFC3339))
-
-	for _, p := range cfg.Ports {
-		if err := portfwd.CheckFree(p.HostPort); err != nil {
-			return fail(err)
-		}
-	}
-	// A guest that cannot write its disk cannot boot: say so now, not
-	// after a pause the boot would wait out.
-	if err := hostinfo.NeedSpace(files.Dir, StartMargin, "sandbox "+cfg.Name+" to run"); err != nil {
-		return fail(err)
-	}
-	if err := sandbox.ReservePause(files); err != nil {
 		return fail(err)
 	}
 	// The machine lives until Shutdown cancels this, not until ctx ends:
@@ -168,26 +138,7 @@ func Boot(ctx context.Context, o BootOptions) (*Session, error) {
 	mctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
 	started := time.Now()
-	m, err := startMachine(ctx, mctx, b, spec)
-	if errors.Is(err, backend.ErrRestoreUnsupported) && snap != nil {
-		coldWhy = err.Error()
-		snap, spec.RestoreFrom = nil, ""
-		m, err = startMachine(ctx, mctx, b, spec)
-	}
-	if err != nil && snap != nil {
-		// This sandbox's disk, cloned from the snapshot's, boots as it
-		// is. A snapshot the hypervisor cannot load (damaged, or made by
-		// another version) is dropped too; one that failed for this
-		// sandbox's own reasons (a shared folder, say) stays for others.
-		coldWhy = fmt.Sprintf("its ready snapshot could not be restored (%v)", err)
-		if errors.Is(err, backend.ErrSavedState) {
-			coldWhy += ", so it was dropped"
-			warm.Drop(snap.Files)
-		}
-		fmt.Fprintf(logw, "owner: warning: %s; booting cold\n", coldWhy)
-		snap, spec.RestoreFrom = nil, ""
-		m, err = startMachine(ctx, mctx, b, spec)
-	}
+	m, err := s.startOrColder(ctx, mctx, b, &spec, &snap, &coldWhy)
 	if err != nil {
 		cancel()
 		if saved != nil {
@@ -206,58 +157,19 @@ func Boot(ctx context.Context, o BootOptions) (*Session, error) {
 	go s.followEvents(failBoot)
 	bctx, bcancel := context.WithTimeout(fctx, BootTimeout)
 	defer bcancel()
+	up := guestUp{m: m, b: b, cfg: cfg, files: files, pubLine: pubLine, started: started}
 	var ip string
 	var key ssh.PublicKey
-	if saved != nil {
-		// The saved state goes before the guest runs again: once its disk
-		// moves on, that state could only corrupt it.
-		if err := sandbox.DiscardSuspend(files); err != nil {
-			return fail(err)
-		}
-		if err := m.Resume(bctx); err != nil {
-			return fail(fmt.Errorf("resume the restored VM: %w", err))
-		}
-		fmt.Fprintf(logw, "owner: restored the VM saved at %s, running after %s\n", saved.At.Format(time.RFC3339), time.Since(started).Round(time.Millisecond))
-		ip = saved.GuestIP
-		if key, err = sshclient.PinnedHostKey(files.KnownHosts()); err != nil {
-			return fail(err)
-		}
-	} else if snap != nil {
-		if err := m.Resume(bctx); err != nil {
-			return fail(fmt.Errorf("resume the restored VM: %w", err))
-		}
-		fmt.Fprintf(logw, "owner: the ready snapshot is loaded and running after %s\n", time.Since(started).Round(time.Millisecond))
-		grow := int64(cfg.DiskSizeMiB)<<20 > snap.DiskBytes()
-		ip = snap.Saved.GuestIP
-		script, input, hostKey, err := identityScript(cfg.Name, cfg.Arch, pubLine, grow, cfg.Mounts)
-		if err != nil {
-			return fail(err)
-		}
-		if err := adoptRestored(bctx, s.console, script, input, hostKey); err != nil {
-			return fail(s.bootError(bctx, "giving the restored VM its identity", err))
-		}
-		fmt.Fprintf(logw, "owner: restored from the ready snapshot, with its own identity, after %s\n", time.Since(started).Round(time.Millisecond))
-		if key, err = sshclient.PinHostKey(files.KnownHosts(), cfg.ID, hostKey); err != nil {
-			return fail(err)
-		}
-	} else {
-		uptime, err := s.console.WaitReady(bctx)
-		if err != nil {
-			return fail(s.bootError(bctx, "waiting for the guest to boot", err))
-		}
-		fmt.Fprintf(logw, "owner: guest ready after %s (guest uptime %ss)\n", time.Since(started).Round(time.Millisecond), uptime)
-		var hostKey string
-		ip, hostKey, err = provision(bctx, s.console, pubLine)
-		if h, ok := b.(backend.DHCPHinter); ok && errors.Is(err, ErrNoAddress) {
-			err = fmt.Errorf("the guest got no IPv4 address: %s", h.DHCPHint())
-		}
-		if err != nil {
-			return fail(s.bootError(bctx, "provisioning over the console", err))
-		}
-		fmt.Fprintf(logw, "owner: provisioned over the console after %s\n", time.Since(started).Round(time.Millisecond))
-		if key, err = sshclient.PinHostKey(files.KnownHosts(), cfg.ID, hostKey); err != nil {
-			return fail(err)
-		}
+	switch {
+	case saved != nil:
+		ip, key, err = s.resumeSaved(bctx, up, saved)
+	case snap != nil:
+		ip, key, err = s.adoptWarm(bctx, up, snap)
+	default:
+		ip, key, err = s.provisionCold(bctx, up)
+	}
+	if err != nil {
+		return fail(err)
 	}
 	host, port := m.SSHAddress(ip)
 	s.target = sshclient.Target{Host: host, Port: port, User: "root", Signer: signer, HostKey: key,
@@ -284,6 +196,163 @@ func Boot(ctx context.Context, o BootOptions) (*Session, error) {
 		}
 	}
 	fmt.Fprintf(logw, "owner: ssh ready at %s:%d after %s\n", host, port, time.Since(started).Round(time.Millisecond))
+	info := sandbox.OwnerInfo{
+		PID: os.Getpid(), GuestIP: ip, SSHHost: host, SSHPort: port,
+		StartedAt: started.UTC(), Accelerator: m.Accelerator(), Detached: o.Detached,
+		Boot: "cold", ColdWhy: coldWhy,
+	}
+	switch {
+	case saved != nil:
+		info.Boot = "resumed"
+	case snap != nil:
+		info.Boot = "warm"
+	}
+	if err := s.serve(guest, info); err != nil {
+		return fail(err)
+	}
+	return s, nil
+}
+
+// preflight is what a boot needs before a VM starts, each checked with
+// its reason: the backend, the image, the disk, heyvm's key, the console
+// log, the --port host ports, the free space, and the pause reserve.
+func (s *Session) preflight() (backend.Backend, *image.Image, ssh.Signer, string, error) {
+	cfg, files := s.sb.Config, s.sb.Files
+	b, err := backend.Get(cfg.Backend)
+	if err != nil {
+		return nil, nil, nil, "", err
+	}
+	im, err := sandboxImage(s.root, cfg, files)
+	if err != nil {
+		return nil, nil, nil, "", fmt.Errorf("sandbox %s needs image %q: %w", cfg.Name, cfg.Image, err)
+	}
+	if err := checkDisk(cfg, files); err != nil {
+		return nil, nil, nil, "", err
+	}
+	signer, pubLine, err := sshclient.ManagedKey(s.root)
+	if err != nil {
+		return nil, nil, nil, "", err
+	}
+	s.conLog, err = console.OpenBoundedLog(files.ConsoleLog(), ConsoleLogMax)
+	if err != nil {
+		return nil, nil, nil, "", err
+	}
+	fmt.Fprintf(s.conLog, "\n--- heyvm: boot of %s at %s ---\n", cfg.Name, time.Now().UTC().Format(time.RFC3339))
+	for _, p := range cfg.Ports {
+		if err := portfwd.CheckFree(p.HostPort); err != nil {
+			return nil, nil, nil, "", err
+		}
+	}
+	// A guest that cannot write its disk cannot boot: say so now, not
+	// after a pause the boot would wait out.
+	if err := hostinfo.NeedSpace(files.Dir, StartMargin, "sandbox "+cfg.Name+" to run"); err != nil {
+		return nil, nil, nil, "", err
+	}
+	if err := sandbox.ReservePause(files); err != nil {
+		return nil, nil, nil, "", err
+	}
+	return b, im, signer, pubLine, nil
+}
+
+// startOrColder starts the machine as spec says, and from a ready
+// snapshot falls back to a cold boot where the snapshot cannot be
+// restored, saying why in coldWhy (snap and spec are updated to match).
+func (s *Session) startOrColder(ctx, mctx context.Context, b backend.Backend, spec *backend.Spec, snap **warm.Snapshot, coldWhy *string) (backend.Machine, error) {
+	m, err := startMachine(ctx, mctx, b, *spec)
+	if errors.Is(err, backend.ErrRestoreUnsupported) && *snap != nil {
+		*coldWhy = err.Error()
+		*snap, spec.RestoreFrom = nil, ""
+		m, err = startMachine(ctx, mctx, b, *spec)
+	}
+	if err != nil && *snap != nil {
+		// This sandbox's disk, cloned from the snapshot's, boots as it
+		// is. A snapshot the hypervisor cannot load (damaged, or made by
+		// another version) is dropped too; one that failed for this
+		// sandbox's own reasons (a shared folder, say) stays for others.
+		*coldWhy = fmt.Sprintf("its ready snapshot could not be restored (%v)", err)
+		if errors.Is(err, backend.ErrSavedState) {
+			*coldWhy += ", so it was dropped"
+			warm.Drop((*snap).Files)
+		}
+		fmt.Fprintf(s.log, "owner: warning: %s; booting cold\n", *coldWhy)
+		*snap, spec.RestoreFrom = nil, ""
+		m, err = startMachine(ctx, mctx, b, *spec)
+	}
+	return m, err
+}
+
+// guestUp is what the three ways a guest comes up share.
+type guestUp struct {
+	m       backend.Machine
+	b       backend.Backend
+	cfg     *sandbox.Config
+	files   layout.Sandbox
+	pubLine string
+	started time.Time
+}
+
+// resumeSaved runs a VM restored from its own suspend: its address and
+// host key are the ones it had.
+func (s *Session) resumeSaved(bctx context.Context, up guestUp, saved *sandbox.SuspendInfo) (string, ssh.PublicKey, error) {
+	// The saved state goes before the guest runs again: once its disk
+	// moves on, that state could only corrupt it.
+	if err := sandbox.DiscardSuspend(up.files); err != nil {
+		return "", nil, err
+	}
+	if err := up.m.Resume(bctx); err != nil {
+		return "", nil, fmt.Errorf("resume the restored VM: %w", err)
+	}
+	fmt.Fprintf(s.log, "owner: restored the VM saved at %s, running after %s\n", saved.At.Format(time.RFC3339), time.Since(up.started).Round(time.Millisecond))
+	key, err := sshclient.PinnedHostKey(up.files.KnownHosts())
+	return saved.GuestIP, key, err
+}
+
+// adoptWarm runs a VM restored from a ready snapshot and gives it this
+// sandbox's identity over the console.
+func (s *Session) adoptWarm(bctx context.Context, up guestUp, snap *warm.Snapshot) (string, ssh.PublicKey, error) {
+	if err := up.m.Resume(bctx); err != nil {
+		return "", nil, fmt.Errorf("resume the restored VM: %w", err)
+	}
+	fmt.Fprintf(s.log, "owner: the ready snapshot is loaded and running after %s\n", time.Since(up.started).Round(time.Millisecond))
+	grow := int64(up.cfg.DiskSizeMiB)<<20 > snap.DiskBytes()
+	script, input, hostKey, err := identityScript(up.cfg.Name, up.cfg.Arch, up.pubLine, grow, up.cfg.Mounts)
+	if err != nil {
+		return "", nil, err
+	}
+	if err := adoptRestored(bctx, s.console, script, input, hostKey); err != nil {
+		return "", nil, s.bootError(bctx, "giving the restored VM its identity", err)
+	}
+	fmt.Fprintf(s.log, "owner: restored from the ready snapshot, with its own identity, after %s\n", time.Since(up.started).Round(time.Millisecond))
+	key, err := sshclient.PinHostKey(up.files.KnownHosts(), up.cfg.ID, hostKey)
+	return snap.Saved.GuestIP, key, err
+}
+
+// provisionCold waits for a booting guest's ready line and provisions it
+// over the console: heyvm's key in, its address and host key out.
+func (s *Session) provisionCold(bctx context.Context, up guestUp) (string, ssh.PublicKey, error) {
+	uptime, err := s.console.WaitReady(bctx)
+	if err != nil {
+		return "", nil, s.bootError(bctx, "waiting for the guest to boot", err)
+	}
+	fmt.Fprintf(s.log, "owner: guest ready after %s (guest uptime %ss)\n", time.Since(up.started).Round(time.Millisecond), uptime)
+	ip, hostKey, err := provision(bctx, s.console, up.pubLine)
+	if h, ok := up.b.(backend.DHCPHinter); ok && errors.Is(err, ErrNoAddress) {
+		err = fmt.Errorf("the guest got no IPv4 address: %s", h.DHCPHint())
+	}
+	if err != nil {
+		return "", nil, s.bootError(bctx, "provisioning over the console", err)
+	}
+	fmt.Fprintf(s.log, "owner: provisioned over the console after %s\n", time.Since(up.started).Round(time.Millisecond))
+	key, err := sshclient.PinHostKey(up.files.KnownHosts(), up.cfg.ID, hostKey)
+	return ip, key, err
+}
+
+// serve starts what a running sandbox offers once SSH answers: the
+// shared connection (ssh.sock), the console socket, the --port forwards
+// and the control socket; then it records the owner's state (owner.json)
+// and watches the VM.
+func (s *Session) serve(guest *ssh.Client, info sandbox.OwnerInfo) error {
+	files, cfg, logw := s.sb.Files, s.sb.Config, s.log
 	// That connection stays up, shared on ssh.sock with every heyvm
 	// command (sshmux): they skip the guest's handshake.
 	sockKey, err := s.shareSSH(guest)
@@ -301,39 +370,30 @@ func Boot(ctx context.Context, o BootOptions) (*Session, error) {
 	s.ports = portfwd.New(func(ctx context.Context) (*ssh.Client, error) { return sshclient.Dial(ctx, target) }, logw)
 	for _, p := range cfg.Ports {
 		if _, err := s.ports.Add(p); err != nil {
-			return fail(err)
+			return err
 		}
 	}
 	if err := s.listenControl(files.ControlSock()); err != nil {
 		fmt.Fprintf(logw, "owner: control socket unavailable (heyvm port will not work): %v\n", err)
 	}
-	s.Info = sandbox.OwnerInfo{
-		PID: os.Getpid(), GuestIP: ip, SSHHost: host, SSHPort: port,
-		StartedAt: started.UTC(), Accelerator: m.Accelerator(), Ports: s.ports.List(), Detached: o.Detached,
-		Boot: "cold", ColdWhy: coldWhy, SSHSockKey: sockKey,
-	}
-	switch {
-	case saved != nil:
-		s.Info.Boot = "resumed"
-	case snap != nil:
-		s.Info.Boot = "warm"
-	}
+	info.Ports, info.SSHSockKey = s.ports.List(), sockKey
 	if cfg.TTL > 0 {
-		t := started.Add(time.Duration(cfg.TTL)).UTC()
-		s.Info.ExpiresAt = &t
+		t := info.StartedAt.Add(time.Duration(cfg.TTL)).UTC()
+		info.ExpiresAt = &t
 	}
 	s.mu.Lock()
+	s.Info = info
 	s.ready = true
 	err = sandbox.WriteOwnerInfo(files, s.Info)
 	s.mu.Unlock()
 	if err != nil {
-		return fail(err)
+		return err
 	}
 	go s.watch()
 	if cfg.AutoPorts {
 		go s.watchPorts()
 	}
-	return s, nil
+	return nil
 }
 
 // DiskBusyWait bounds the wait for a killed owner's VM to let go of the
