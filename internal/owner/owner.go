@@ -138,7 +138,10 @@ func Boot(ctx context.Context, o BootOptions) (*Session, error) {
 	mctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
 	started := time.Now()
-	m, err := s.startOrColder(ctx, mctx, b, &spec, &snap, &coldWhy)
+	m, snap, why, err := s.startOrColder(ctx, mctx, b, spec, snap)
+	if why != "" {
+		coldWhy = why
+	}
 	if err != nil {
 		cancel()
 		if saved != nil {
@@ -157,16 +160,15 @@ func Boot(ctx context.Context, o BootOptions) (*Session, error) {
 	go s.followEvents(failBoot)
 	bctx, bcancel := context.WithTimeout(fctx, BootTimeout)
 	defer bcancel()
-	up := guestUp{m: m, b: b, cfg: cfg, files: files, pubLine: pubLine, started: started}
 	var ip string
 	var key ssh.PublicKey
 	switch {
 	case saved != nil:
-		ip, key, err = s.resumeSaved(bctx, up, saved)
+		ip, key, err = s.resumeSaved(bctx, saved, started)
 	case snap != nil:
-		ip, key, err = s.adoptWarm(bctx, up, snap)
+		ip, key, err = s.adoptWarm(bctx, snap, pubLine, started)
 	default:
-		ip, key, err = s.provisionCold(bctx, up)
+		ip, key, err = s.provisionCold(bctx, b, pubLine, started)
 	}
 	if err != nil {
 		return fail(err)
@@ -254,96 +256,88 @@ func (s *Session) preflight() (backend.Backend, *image.Image, ssh.Signer, string
 	return b, im, signer, pubLine, nil
 }
 
-// startOrColder starts the machine as spec says, and from a ready
-// snapshot falls back to a cold boot where the snapshot cannot be
-// restored, saying why in coldWhy (snap and spec are updated to match).
-func (s *Session) startOrColder(ctx, mctx context.Context, b backend.Backend, spec *backend.Spec, snap **warm.Snapshot, coldWhy *string) (backend.Machine, error) {
-	m, err := startMachine(ctx, mctx, b, *spec)
-	if errors.Is(err, backend.ErrRestoreUnsupported) && *snap != nil {
-		*coldWhy = err.Error()
-		*snap, spec.RestoreFrom = nil, ""
-		m, err = startMachine(ctx, mctx, b, *spec)
+// startOrColder starts the machine as spec says, from a ready snapshot
+// if snap is one, and falls back to a cold boot where the snapshot cannot
+// be restored. It returns the snapshot the machine runs from (nil after a
+// fall back) and why it fell back ("" if it did not).
+func (s *Session) startOrColder(ctx, mctx context.Context, b backend.Backend, spec backend.Spec, snap *warm.Snapshot) (backend.Machine, *warm.Snapshot, string, error) {
+	m, err := startMachine(ctx, mctx, b, spec)
+	if snap == nil || err == nil {
+		return m, snap, "", err
 	}
-	if err != nil && *snap != nil {
+	why := err.Error()
+	if !errors.Is(err, backend.ErrRestoreUnsupported) {
 		// This sandbox's disk, cloned from the snapshot's, boots as it
 		// is. A snapshot the hypervisor cannot load (damaged, or made by
 		// another version) is dropped too; one that failed for this
 		// sandbox's own reasons (a shared folder, say) stays for others.
-		*coldWhy = fmt.Sprintf("its ready snapshot could not be restored (%v)", err)
+		why = fmt.Sprintf("its ready snapshot could not be restored (%v)", err)
 		if errors.Is(err, backend.ErrSavedState) {
-			*coldWhy += ", so it was dropped"
-			warm.Drop((*snap).Files)
+			why += ", so it was dropped"
+			warm.Drop(snap.Files)
 		}
-		fmt.Fprintf(s.log, "owner: warning: %s; booting cold\n", *coldWhy)
-		*snap, spec.RestoreFrom = nil, ""
-		m, err = startMachine(ctx, mctx, b, *spec)
+		fmt.Fprintf(s.log, "owner: warning: %s; booting cold\n", why)
 	}
-	return m, err
-}
-
-// guestUp is what the three ways a guest comes up share.
-type guestUp struct {
-	m       backend.Machine
-	b       backend.Backend
-	cfg     *sandbox.Config
-	files   layout.Sandbox
-	pubLine string
-	started time.Time
+	spec.RestoreFrom = ""
+	m, err = startMachine(ctx, mctx, b, spec)
+	return m, nil, why, err
 }
 
 // resumeSaved runs a VM restored from its own suspend: its address and
 // host key are the ones it had.
-func (s *Session) resumeSaved(bctx context.Context, up guestUp, saved *sandbox.SuspendInfo) (string, ssh.PublicKey, error) {
+func (s *Session) resumeSaved(bctx context.Context, saved *sandbox.SuspendInfo, started time.Time) (string, ssh.PublicKey, error) {
+	files := s.sb.Files
 	// The saved state goes before the guest runs again: once its disk
 	// moves on, that state could only corrupt it.
-	if err := sandbox.DiscardSuspend(up.files); err != nil {
+	if err := sandbox.DiscardSuspend(files); err != nil {
 		return "", nil, err
 	}
-	if err := up.m.Resume(bctx); err != nil {
+	if err := s.machine.Resume(bctx); err != nil {
 		return "", nil, fmt.Errorf("resume the restored VM: %w", err)
 	}
-	fmt.Fprintf(s.log, "owner: restored the VM saved at %s, running after %s\n", saved.At.Format(time.RFC3339), time.Since(up.started).Round(time.Millisecond))
-	key, err := sshclient.PinnedHostKey(up.files.KnownHosts())
+	fmt.Fprintf(s.log, "owner: restored the VM saved at %s, running after %s\n", saved.At.Format(time.RFC3339), time.Since(started).Round(time.Millisecond))
+	key, err := sshclient.PinnedHostKey(files.KnownHosts())
 	return saved.GuestIP, key, err
 }
 
 // adoptWarm runs a VM restored from a ready snapshot and gives it this
 // sandbox's identity over the console.
-func (s *Session) adoptWarm(bctx context.Context, up guestUp, snap *warm.Snapshot) (string, ssh.PublicKey, error) {
-	if err := up.m.Resume(bctx); err != nil {
+func (s *Session) adoptWarm(bctx context.Context, snap *warm.Snapshot, pubLine string, started time.Time) (string, ssh.PublicKey, error) {
+	cfg := s.sb.Config
+	if err := s.machine.Resume(bctx); err != nil {
 		return "", nil, fmt.Errorf("resume the restored VM: %w", err)
 	}
-	fmt.Fprintf(s.log, "owner: the ready snapshot is loaded and running after %s\n", time.Since(up.started).Round(time.Millisecond))
-	grow := int64(up.cfg.DiskSizeMiB)<<20 > snap.DiskBytes()
-	script, input, hostKey, err := identityScript(up.cfg.Name, up.cfg.Arch, up.pubLine, grow, up.cfg.Mounts)
+	fmt.Fprintf(s.log, "owner: the ready snapshot is loaded and running after %s\n", time.Since(started).Round(time.Millisecond))
+	grow := int64(cfg.DiskSizeMiB)<<20 > snap.DiskBytes()
+	script, input, hostKey, err := identityScript(cfg.Name, cfg.Arch, pubLine, grow, cfg.Mounts)
 	if err != nil {
 		return "", nil, err
 	}
 	if err := adoptRestored(bctx, s.console, script, input, hostKey); err != nil {
 		return "", nil, s.bootError(bctx, "giving the restored VM its identity", err)
 	}
-	fmt.Fprintf(s.log, "owner: restored from the ready snapshot, with its own identity, after %s\n", time.Since(up.started).Round(time.Millisecond))
-	key, err := sshclient.PinHostKey(up.files.KnownHosts(), up.cfg.ID, hostKey)
+	fmt.Fprintf(s.log, "owner: restored from the ready snapshot, with its own identity, after %s\n", time.Since(started).Round(time.Millisecond))
+	key, err := sshclient.PinHostKey(s.sb.Files.KnownHosts(), cfg.ID, hostKey)
 	return snap.Saved.GuestIP, key, err
 }
 
 // provisionCold waits for a booting guest's ready line and provisions it
 // over the console: heyvm's key in, its address and host key out.
-func (s *Session) provisionCold(bctx context.Context, up guestUp) (string, ssh.PublicKey, error) {
+func (s *Session) provisionCold(bctx context.Context, b backend.Backend, pubLine string, started time.Time) (string, ssh.PublicKey, error) {
 	uptime, err := s.console.WaitReady(bctx)
 	if err != nil {
 		return "", nil, s.bootError(bctx, "waiting for the guest to boot", err)
 	}
-	fmt.Fprintf(s.log, "owner: guest ready after %s (guest uptime %ss)\n", time.Since(up.started).Round(time.Millisecond), uptime)
-	ip, hostKey, err := provision(bctx, s.console, up.pubLine)
-	if h, ok := up.b.(backend.DHCPHinter); ok && errors.Is(err, ErrNoAddress) {
+	fmt.Fprintf(s.log, "owner: guest ready after %s (guest uptime %ss)\n", time.Since(started).Round(time.Millisecond), uptime)
+	ip, hostKey, err := provision(bctx, s.console, pubLine)
+	if h, ok := b.(backend.DHCPHinter); ok && errors.Is(err, ErrNoAddress) {
 		err = fmt.Errorf("the guest got no IPv4 address: %s", h.DHCPHint())
 	}
 	if err != nil {
 		return "", nil, s.bootError(bctx, "provisioning over the console", err)
 	}
-	fmt.Fprintf(s.log, "owner: provisioned over the console after %s\n", time.Since(up.started).Round(time.Millisecond))
-	key, err := sshclient.PinHostKey(up.files.KnownHosts(), up.cfg.ID, hostKey)
+	fmt.Fprintf(s.log, "owner: provisioned over the console after %s\n", time.Since(started).Round(time.Millisecond))
+	key, err := sshclient.PinHostKey(s.sb.Files.KnownHosts(), s.sb.Config.ID, hostKey)
 	return ip, key, err
 }
 

@@ -101,7 +101,6 @@ func (p *plainUser) cleanup() {
 	os.RemoveAll(p.dir)
 }
 
-// cmd is a command run as the user, with a clean environment.
 // signalHeyvm sends sig to the heyvm that cmd (p.cmd: runuser) started,
 // as a terminal would: runuser itself kills a child still cleaning up
 // after 2 s.
@@ -114,6 +113,7 @@ func signalHeyvm(t *testing.T, cmd *exec.Cmd, sig syscall.Signal) {
 	syscall.Kill(kids[0], sig)
 }
 
+// cmd is a command run as the user, with a clean environment.
 func (p *plainUser) cmd(ctx context.Context, dir string, argv ...string) *exec.Cmd {
 	c := exec.CommandContext(ctx, "runuser", append([]string{"-u", p.name, "--"}, argv...)...)
 	if len(p.hide) > 0 {
